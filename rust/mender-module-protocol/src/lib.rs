@@ -1,0 +1,297 @@
+//! The Mender Update Module protocol, version 3, as both the Go 3.x and the
+//! C++ 4.x/5.x clients speak it.
+//!
+//! A module binary implements [`UpdateModule`] and hands it to [`run`], which
+//! parses the command line, answers queries with exactly one word on stdout,
+//! dispatches states, installs the SIGTERM handler, and turns an error into a
+//! non-zero exit with one line on stderr (which the client copies into the
+//! deployment log).
+//!
+//! ```no_run
+//! use mender_module_protocol::{FileTree, ModuleResult, UpdateModule, Download};
+//!
+//! struct Noop;
+//! impl UpdateModule for Noop {
+//!     fn supports_rollback(&self) -> bool { false }
+//!     fn artifact_install(&mut self, _tree: &FileTree) -> ModuleResult { Ok(()) }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     mender_module_protocol::run("noop", Noop)
+//! }
+//! ```
+
+mod error;
+mod payload;
+pub mod signal;
+mod state;
+mod tree;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use error::{Error, Result};
+pub use payload::{Payload, Payloads};
+pub use state::{Invocation, Query, State};
+pub use tree::{FileTree, Header};
+
+/// What a state returns: any error, reported as one line.
+pub type ModuleResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// The answer to `NeedsArtifactReboot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reboot {
+    No,
+    Yes,
+    Automatic,
+}
+
+/// What the `Download` state may do with the payloads.
+pub struct Download<'a> {
+    tree: &'a FileTree,
+    with_sizes: bool,
+}
+
+impl Download<'_> {
+    /// Start streaming. A module that never calls this, or never calls
+    /// [`Payloads::next_payload`] on the result, leaves the client to store the
+    /// payloads under `files/`. Once `next_payload` has been called the module must
+    /// go on until it returns `None`.
+    pub fn stream(&self) -> Payloads {
+        Payloads::streamed(self.tree, self.with_sizes)
+    }
+
+    /// True under `DownloadWithFileSizes`: each payload's size is known.
+    pub fn with_sizes(&self) -> bool {
+        self.with_sizes
+    }
+}
+
+/// One Update Module. Every state defaults to doing nothing successfully;
+/// a module overrides the ones it needs. Each state runs in a fresh process,
+/// possibly again after a power cut, so each must work from what is on disk.
+pub trait UpdateModule {
+    /// Answer to `SupportsRollback`.
+    fn supports_rollback(&self) -> bool;
+
+    /// Answer to `NeedsArtifactReboot`.
+    fn needs_artifact_reboot(&self) -> Reboot {
+        Reboot::No
+    }
+
+    /// Answer to `ProvidePayloadFileSizes`: `true` makes a C++ client call
+    /// `DownloadWithFileSizes` and put each payload's size on its
+    /// `stream-next` line.
+    fn provide_payload_file_sizes(&self) -> bool {
+        false
+    }
+
+    /// `Download` / `DownloadWithFileSizes`. Nothing may be put into its final
+    /// place here: checksums are verified only after the stream ends.
+    fn download(&mut self, _tree: &FileTree, _download: Download<'_>) -> ModuleResult {
+        Ok(())
+    }
+
+    fn artifact_install(&mut self, tree: &FileTree) -> ModuleResult;
+
+    fn artifact_reboot(&mut self, _tree: &FileTree) -> ModuleResult {
+        Ok(())
+    }
+
+    fn artifact_verify_reboot(&mut self, _tree: &FileTree) -> ModuleResult {
+        Ok(())
+    }
+
+    fn artifact_commit(&mut self, _tree: &FileTree) -> ModuleResult {
+        Ok(())
+    }
+
+    fn artifact_rollback(&mut self, _tree: &FileTree) -> ModuleResult {
+        Ok(())
+    }
+
+    fn artifact_rollback_reboot(&mut self, _tree: &FileTree) -> ModuleResult {
+        Ok(())
+    }
+
+    fn artifact_verify_rollback_reboot(&mut self, _tree: &FileTree) -> ModuleResult {
+        Ok(())
+    }
+
+    fn artifact_failure(&mut self, _tree: &FileTree) -> ModuleResult {
+        Ok(())
+    }
+
+    fn cleanup(&mut self, _tree: &FileTree) -> ModuleResult {
+        Ok(())
+    }
+}
+
+/// Runs one invocation from the process's arguments and returns the exit code.
+pub fn run(module_name: &str, module: impl UpdateModule) -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let stdout = std::io::stdout();
+    match dispatch(module, &args, &mut stdout.lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the client copies stderr into the deployment log and
+            // operators read it on the server.
+            eprintln!("{module_name}: error: {}", one_line(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `STATE TREE`, answers a query on `out` or runs a state.
+pub fn dispatch(
+    mut module: impl UpdateModule,
+    args: &[OsString],
+    out: &mut dyn Write,
+) -> ModuleResult {
+    let Some(first) = args.first() else {
+        return Err(usage().into());
+    };
+    let invocation = Invocation::parse(&first.to_string_lossy());
+    let state = match invocation {
+        Invocation::Unknown(_) => return Ok(()),
+        Invocation::Query(q) => {
+            let answer = answer(&module, q);
+            out.write_all(answer.as_bytes())?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            return Ok(());
+        }
+        Invocation::State(state) => state,
+    };
+    if args.len() != 2 {
+        return Err(usage().into());
+    }
+    let tree = FileTree::new(PathBuf::from(&args[1]));
+    signal::install()?;
+    tree.require_v3()?;
+    let result = match state {
+        State::Download | State::DownloadWithFileSizes => {
+            let download = Download {
+                tree: &tree,
+                with_sizes: state == State::DownloadWithFileSizes,
+            };
+            module.download(&tree, download)
+        }
+        State::ArtifactInstall => module.artifact_install(&tree),
+        State::ArtifactReboot => module.artifact_reboot(&tree),
+        State::ArtifactVerifyReboot => module.artifact_verify_reboot(&tree),
+        State::ArtifactCommit => module.artifact_commit(&tree),
+        State::Cleanup => module.cleanup(&tree),
+        State::ArtifactRollback => module.artifact_rollback(&tree),
+        State::ArtifactRollbackReboot => module.artifact_rollback_reboot(&tree),
+        State::ArtifactVerifyRollbackReboot => module.artifact_verify_rollback_reboot(&tree),
+        State::ArtifactFailure => module.artifact_failure(&tree),
+    };
+    result.map_err(|e| format!("{state}: {}", one_line(e.as_ref())).into())
+}
+
+/// The exact one-word answer to a query.
+pub fn answer(module: &impl UpdateModule, query: Query) -> &'static str {
+    let yes_no = |b: bool| if b { "Yes" } else { "No" };
+    match query {
+        Query::SupportsRollback => yes_no(module.supports_rollback()),
+        Query::NeedsArtifactReboot => match module.needs_artifact_reboot() {
+            Reboot::No => "No",
+            Reboot::Yes => "Yes",
+            Reboot::Automatic => "Automatic",
+        },
+        Query::ProvidePayloadFileSizes => yes_no(module.provide_payload_file_sizes()),
+        // Augmented artifacts carry unsigned parts; our modules refuse them,
+        // and any answer but the magic sentence means exactly that.
+        Query::SupportsAugmentedArtifacts => "No",
+    }
+}
+
+fn usage() -> String {
+    "usage: MODULE STATE FILE-TREE (this program is called by the Mender client, see the Update Module v3 protocol)".to_owned()
+}
+
+/// An error and its causes on one line, `outer: inner: root`. Causes whose text
+/// the outer message already contains are not repeated.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(bool);
+    impl UpdateModule for Fixed {
+        fn supports_rollback(&self) -> bool {
+            self.0
+        }
+        fn provide_payload_file_sizes(&self) -> bool {
+            self.0
+        }
+        fn artifact_install(&mut self, _tree: &FileTree) -> ModuleResult {
+            Err("should not run".into())
+        }
+    }
+
+    fn call(module: Fixed, args: &[&str]) -> (ModuleResult, String) {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let mut out = Vec::new();
+        let r = dispatch(module, &args, &mut out);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn queries_print_exactly_one_word_and_a_newline() {
+        for (module, q, want) in [
+            (Fixed(true), "SupportsRollback", "Yes\n"),
+            (Fixed(false), "SupportsRollback", "No\n"),
+            (Fixed(true), "NeedsArtifactReboot", "No\n"),
+            (Fixed(true), "ProvidePayloadFileSizes", "Yes\n"),
+            (Fixed(false), "ProvidePayloadFileSizes", "No\n"),
+            (Fixed(true), "SupportsAugmentedArtifacts", "No\n"),
+        ] {
+            let (r, out) = call(module, &[q, "/nonexistent"]);
+            r.unwrap();
+            assert_eq!(out, want, "{q}");
+        }
+    }
+
+    #[test]
+    fn unknown_states_print_nothing_and_succeed() {
+        let (r, out) = call(Fixed(true), &["SomeFutureState", "/nonexistent"]);
+        r.unwrap();
+        assert_eq!(out, "");
+        let (r, out) = call(Fixed(true), &["SomeFutureState"]);
+        r.unwrap();
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn a_state_without_a_tree_is_a_usage_error() {
+        let (r, out) = call(Fixed(true), &["ArtifactInstall"]);
+        assert!(r.unwrap_err().to_string().starts_with("usage:"));
+        assert_eq!(out, "");
+        let (r, _) = call(Fixed(true), &[]);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn one_line_joins_causes_and_flattens_newlines() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone\nreally");
+        let e = Error::io("read", "/x/y", io);
+        assert_eq!(one_line(&e), "cannot read /x/y: gone really");
+    }
+}
