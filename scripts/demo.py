@@ -16,7 +16,7 @@ def main() -> int:
     if problems:
         print("demo: cannot run here:\n  - " + "\n  - ".join(problems), file=sys.stderr)
         return 1
-    module = ROOT / "rust" / "target" / "release" / "smoke-module"
+    module = ROOT / "target" / "release" / "smoke-module"
     before = bench.host_device_paths_snapshot()
     with tempfile.TemporaryDirectory(prefix="composable-demo-") as tmp:
         with bench.DeviceSandbox(Path(tmp) / "device", artifact_name="composable-demo-1.0") as device:

@@ -111,10 +111,10 @@ def rust_binary():
     def get(package: str, binary: str | None = None) -> Path:
         binary = binary or package
         if binary not in built:
-            bench.system.run(["cargo", "build", "--release", "--locked", "--quiet",
-                              "--manifest-path", str(RUST_DIR / "Cargo.toml"), "-p", package, "--bin", binary],
-                             timeout=1800)
-            built[binary] = RUST_DIR / "target" / "release" / binary
+            # From rust/, so rust/.cargo/config.toml applies (target dir: ../target).
+            bench.system.run(["cargo", "build", "--release", "--locked", "--quiet", "-p", package, "--bin", binary],
+                             cwd=RUST_DIR, timeout=1800)
+            built[binary] = RUST_DIR.parent / "target" / "release" / binary
         return built[binary]
 
     return get
