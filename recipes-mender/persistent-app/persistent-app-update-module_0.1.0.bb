@@ -1,0 +1,19 @@
+# nooelint: oelint.var.bbclassextend - a device-side Update Module; the host side is persistent-app-artifact-gen
+SUMMARY = "Mender Update Module for persistent applications under /data/apps"
+DESCRIPTION = "Installs an application tree to /data/apps/<name> from a \
+               persistent-app artifact: streamed into a staging directory, \
+               swapped in atomically, the previous version kept until commit, \
+               crash-safe rollback. Versions live in data-partition.<name>.* \
+               and survive rootfs updates."
+
+require recipes-mender/mender-composable/mender-composable-rust.inc
+require ${BPN}-crates.inc
+
+CARGO_PACKAGE = "persistent-app"
+
+do_install() {
+    install -d ${D}${datadir}/mender/modules/v3
+    install -m 0755 ${CARGO_BUILD_DIR}/persistent-app ${D}${datadir}/mender/modules/v3/persistent-app
+}
+
+FILES:${PN} += "${datadir}/mender/modules/v3/persistent-app"
