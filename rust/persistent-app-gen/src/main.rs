@@ -1,0 +1,348 @@
+//! `persistent-app-artifact-gen`: packs an application tree into a Mender
+//! artifact for the persistent-app Update Module.
+//!
+//! The tree is streamed into one uncompressed tar (mender-artifact
+//! compresses payloads itself) next to the output, the meta-data is derived
+//! from it, and `mender-artifact write module-image` does the rest. With
+//! `SOURCE_DATE_EPOCH` set the output is byte-for-byte reproducible.
+
+mod mender_artifact;
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use persistent_app::pack::Packer;
+use persistent_app::spec::{self, AppSpec, FORMAT_VERSION};
+
+/// The payload type, i.e. the Update Module's name on the device.
+const PAYLOAD_TYPE: &str = "persistent-app";
+const ARCHIVE_NAME: &str = "app.tar";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "persistent-app-artifact-gen",
+    version,
+    about = "Build a Mender artifact that installs an application tree with the persistent-app Update Module",
+    after_help = "\
+Directories given as PAYLOAD are packed with their contents below DEST-DIR,
+keeping relative paths; a file lands as DEST-DIR/<its name>. Arguments after
+`--` go to `mender-artifact write module-image` unchanged (e.g. signing keys,
+--depends). The artifact provides data-partition.<software-name>.version,
+which an OS update does not clear. SOURCE_DATE_EPOCH makes the output
+reproducible.
+
+Example:
+  persistent-app-artifact-gen -n demo-app-1.0 -t qemux86-64 \\
+      -d /data/apps/demo-app --software-name demo-app --software-version 1.0 \\
+      --service demo-app.service -o demo-app-1.0.mender ./build/demo-app \\
+      -- --depends rootfs-image.python.version:3.12"
+)]
+struct Args {
+    /// Name of the artifact
+    #[arg(short = 'n', long, value_name = "NAME")]
+    artifact_name: String,
+
+    /// Compatible device type; repeat for several
+    #[arg(short = 't', long, value_name = "TYPE", required = true)]
+    device_type: Vec<String>,
+
+    /// Directory on the device to install into, under an allowed root (default root: /data/apps)
+    #[arg(short = 'd', long, value_name = "DEST-DIR")]
+    dest_dir: String,
+
+    /// Name of the app and of its provide data-partition.NAME.version [default: DEST-DIR's last component]
+    #[arg(long, value_name = "NAME")]
+    software_name: Option<String>,
+
+    /// Version recorded in data-partition.NAME.version [default: the artifact name]
+    #[arg(long, value_name = "VERSION")]
+    software_version: Option<String>,
+
+    /// Output file
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: PathBuf,
+
+    /// systemd unit stopped before the new tree is swapped in and started after
+    #[arg(long, value_name = "UNIT")]
+    service: Option<String>,
+
+    /// Files and directories to install
+    #[arg(value_name = "PAYLOAD", required = true)]
+    payloads: Vec<PathBuf>,
+
+    /// Extra arguments for mender-artifact
+    #[arg(
+        last = true,
+        value_name = "MENDER-ARTIFACT-ARGS",
+        allow_hyphen_values = true
+    )]
+    mender_artifact_args: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}");
+            eprintln!(
+                "persistent-app-artifact-gen: error: {}",
+                line.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let software_name = args
+        .software_name
+        .clone()
+        .unwrap_or_else(|| spec::community_name(&args.dest_dir));
+    let software_version = args
+        .software_version
+        .clone()
+        .unwrap_or_else(|| args.artifact_name.clone());
+    // The same checks the module makes on the device, so a bad artifact is
+    // never built.
+    spec::check_dest(&args.dest_dir)?;
+    spec::check_name(&software_name).context("--software-name")?;
+    if let Some(unit) = &args.service {
+        spec::check_service(unit)?;
+    }
+    if software_version.is_empty() {
+        bail!("--software-version is empty");
+    }
+    let epoch = source_date_epoch()?;
+    let tool = mender_artifact::probe()?;
+
+    let mut packer = Packer::new();
+    for payload in &args.payloads {
+        packer
+            .add_source(payload)
+            .with_context(|| format!("payload {}", payload.display()))?;
+    }
+    if packer.is_empty() {
+        bail!("the payloads hold no files; give at least one file or non-empty directory");
+    }
+
+    let work = Scratch::new(&args.output)?;
+    let tar_path = work.dir.join(ARCHIVE_NAME);
+    let file =
+        File::create(&tar_path).with_context(|| format!("cannot create {}", tar_path.display()))?;
+    let mut progress = Progress::new();
+    let (out, summary) = packer
+        .write(BufWriter::with_capacity(1 << 20, file), epoch, |bytes| {
+            progress.show(bytes)
+        })
+        .context("cannot pack the payloads")?;
+    progress.done();
+    let file = out
+        .into_inner()
+        .map_err(|e| anyhow!("cannot write {}: {}", tar_path.display(), e.error()))?;
+    // mender-artifact records the payload file's mtime in the artifact.
+    if let Some(epoch) = epoch {
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(epoch))
+            .with_context(|| format!("cannot set the mtime of {}", tar_path.display()))?;
+    }
+    drop(file);
+
+    let app = AppSpec {
+        format: FORMAT_VERSION,
+        name: software_name.clone(),
+        dest: args.dest_dir.clone(),
+        archive: ARCHIVE_NAME.to_owned(),
+        service: args.service.clone(),
+        unpacked_size: summary.bytes,
+        entries: summary.entries,
+    };
+    app.validate()?;
+    let meta_path = work.dir.join("meta-data.json");
+    let meta = serde_json::to_vec_pretty(&app.to_meta_data()).expect("meta-data serialises");
+    fs::write(&meta_path, meta).with_context(|| format!("cannot write {}", meta_path.display()))?;
+
+    let tmp_out = work.dir.join("artifact.mender");
+    let mut cmd = tool.command();
+    cmd.args(["write", "module-image", "-T", PAYLOAD_TYPE, "-n"])
+        .arg(&args.artifact_name);
+    for t in &args.device_type {
+        cmd.arg(tool.device_type_flag).arg(t);
+    }
+    cmd.arg("-o")
+        .arg(&tmp_out)
+        .arg("-f")
+        .arg(&tar_path)
+        .arg("-m")
+        .arg(&meta_path)
+        .args(["--software-filesystem", "data-partition", "--software-name"])
+        .arg(&software_name)
+        .arg("--software-version")
+        .arg(&software_version)
+        // mender-artifact adds this clear by default; naming it keeps it even
+        // under --no-default-clears-provides, since a C++ client treats an
+        // artifact without clears as clearing every provide.
+        .arg("--clears-provides")
+        .arg(format!("data-partition.{software_name}.*"))
+        .args(&args.mender_artifact_args);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", tool.path.display()))?;
+    if !status.success() {
+        bail!(
+            "{} write module-image failed ({status}); its messages are above",
+            tool.path.display()
+        );
+    }
+    if let Some(epoch) = epoch {
+        mender_artifact::normalize_outer_tar(&tmp_out, epoch)?;
+    }
+    fs::rename(&tmp_out, &args.output).with_context(|| {
+        format!(
+            "cannot move the artifact to {} (is it on the same filesystem as its directory?)",
+            args.output.display()
+        )
+    })?;
+    eprintln!(
+        "persistent-app-artifact-gen: wrote {}: {} members, {} bytes for {}; provides data-partition.{}.version={}",
+        args.output.display(),
+        summary.entries,
+        summary.bytes,
+        args.dest_dir,
+        software_name,
+        software_version
+    );
+    Ok(())
+}
+
+fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => v.parse().map(Some).map_err(|_| {
+            anyhow!("SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds since 1970")
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A working directory beside the output, so the final rename is atomic
+/// and the tar never lands on a small /tmp. Removed when dropped.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(output: &Path) -> Result<Scratch> {
+        let parent = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = output
+            .file_name()
+            .ok_or_else(|| anyhow!("--output {} names no file", output.display()))?;
+        let dir = parent.join(format!(
+            ".{}.gen-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Scratch { dir })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Packing progress on a terminal only; quiet when piped.
+struct Progress {
+    on: bool,
+    last: SystemTime,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            on: std::io::stderr().is_terminal(),
+            last: UNIX_EPOCH,
+        }
+    }
+
+    fn show(&mut self, bytes: u64) {
+        if !self.on {
+            return;
+        }
+        let now = SystemTime::now();
+        if now.duration_since(self.last).unwrap_or_default() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = now;
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\rpacking: {} MiB", bytes >> 20);
+        let _ = err.flush();
+    }
+
+    fn done(&self) {
+        if self.on && self.last != UNIX_EPOCH {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn arguments_after_the_double_dash_are_kept_verbatim() {
+        let a = Args::try_parse_from([
+            "gen",
+            "-n",
+            "a-1",
+            "-t",
+            "x",
+            "-t",
+            "y",
+            "-d",
+            "/data/apps/a",
+            "-o",
+            "o.mender",
+            "dir",
+            "file",
+            "--",
+            "--depends",
+            "k:v",
+            "-k",
+            "key.pem",
+        ])
+        .unwrap();
+        assert_eq!(a.device_type, ["x", "y"]);
+        assert_eq!(a.payloads, [PathBuf::from("dir"), PathBuf::from("file")]);
+        assert_eq!(
+            a.mender_artifact_args,
+            ["--depends", "k:v", "-k", "key.pem"]
+        );
+    }
+
+    #[test]
+    fn help_shows_a_real_example() {
+        let help = Args::command().render_long_help().to_string();
+        assert!(
+            help.contains("persistent-app-artifact-gen -n demo-app-1.0 -t qemux86-64"),
+            "{help}"
+        );
+    }
+}

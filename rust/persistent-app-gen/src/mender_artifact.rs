@@ -1,0 +1,181 @@
+//! The `mender-artifact` tool this generator drives: finding it, checking
+//! that it is new enough, and making its output reproducible.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+const HOW_TO_GET: &str =
+    "install mender-artifact 3.5 or newer: `apt-get install mender-artifact` on Debian/Ubuntu, \
+     DEPENDS += \"mender-artifact-native\" in a Yocto recipe, or a release from mender.io";
+
+pub struct Tool {
+    pub path: PathBuf,
+    /// `--device-type` up to 3.x; later releases call it `--compatible-types`.
+    pub device_type_flag: &'static str,
+}
+
+impl Tool {
+    pub fn command(&self) -> Command {
+        Command::new(&self.path)
+    }
+}
+
+/// Finds `mender-artifact` on PATH and checks it knows `write module-image`
+/// and `--software-filesystem` (3.5 and later), the two things older
+/// releases lack.
+pub fn probe() -> Result<Tool> {
+    let Some(path) = find_on_path("mender-artifact") else {
+        bail!("mender-artifact is not on PATH; {HOW_TO_GET}");
+    };
+    let version = Command::new(&path)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "of unknown version".to_owned());
+    let out = Command::new(&path)
+        .args(["write", "module-image", "--help"])
+        .output()
+        .with_context(|| format!("cannot run {}", path.display()))?;
+    let help = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || !help.contains("module-image") || !help.contains("--type") {
+        bail!(
+            "{} ({version}) does not know `write module-image`, which this generator needs; {HOW_TO_GET}",
+            path.display()
+        );
+    }
+    if !help.contains("--software-filesystem") {
+        bail!(
+            "{} ({version}) does not know --software-filesystem, without which the app's version would be \
+             cleared by every OS update; {HOW_TO_GET}",
+            path.display()
+        );
+    }
+    let device_type_flag = if help.contains("--device-type") {
+        "--device-type"
+    } else if help.contains("--compatible-types") {
+        "--compatible-types"
+    } else {
+        bail!(
+            "{} ({version}) has neither --device-type nor --compatible-types; {HOW_TO_GET}",
+            path.display()
+        );
+    };
+    Ok(Tool {
+        path,
+        device_type_flag,
+    })
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// mender-artifact (3.9 at least) stamps the outer tar's `header.tar.gz`
+/// and `data/*.tar.gz` members with the current time and the build user,
+/// whatever SOURCE_DATE_EPOCH says; everything inside them is already
+/// deterministic. Clamps those mtimes and clears the owner in place. The
+/// signature, if any, covers the manifest of checksums of the members'
+/// contents, not these header fields, so it stays valid.
+pub fn normalize_outer_tar(path: &Path, epoch: u64) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {} to normalise it", path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut offset = 0u64;
+    let mut block = [0u8; 512];
+    while offset + 512 <= len {
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(&mut block)?;
+        if block.iter().all(|b| *b == 0) {
+            break;
+        }
+        let mut header = tar::Header::new_old();
+        header.as_mut_bytes().copy_from_slice(&block);
+        let size = header
+            .entry_size()
+            .with_context(|| format!("{} is not a tar archive", path.display()))?;
+        if header.entry_type().is_file() {
+            let mtime = header.mtime().unwrap_or(0);
+            header.set_mtime(mtime.min(epoch));
+            header.set_uid(0);
+            header.set_gid(0);
+            if header.as_ustar().is_some() || header.as_gnu().is_some() {
+                header.set_username("")?;
+                header.set_groupname("")?;
+            }
+            header.set_cksum();
+            f.seek(SeekFrom::Start(offset))?;
+            f.write_all(header.as_bytes())?;
+        }
+        offset += 512 + size.div_ceil(512) * 512;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+
+    #[test]
+    fn outer_member_times_and_owners_are_normalised() {
+        let dir = std::env::temp_dir().join(format!("pag-norm-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.tar");
+        let mut b = tar::Builder::new(File::create(&path).unwrap());
+        for (name, mtime) in [("version", 0), ("header.tar.gz", 1_900_000_000)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3);
+            h.set_mtime(mtime);
+            h.set_uid(1000);
+            h.set_username("builder").unwrap();
+            h.set_mode(0o600);
+            b.append_data(&mut h, name, &b"abc"[..]).unwrap();
+        }
+        b.into_inner().unwrap();
+        normalize_outer_tar(&path, 1_700_000_000).unwrap();
+        let mut a = tar::Archive::new(File::open(&path).unwrap());
+        let got: Vec<(u64, u64, Option<String>)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    h.mtime().unwrap(),
+                    h.uid().unwrap(),
+                    h.username().unwrap().map(str::to_owned),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0, Some(String::new())),
+                (1_700_000_000, 0, Some(String::new()))
+            ]
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

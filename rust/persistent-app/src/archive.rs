@@ -1,0 +1,667 @@
+//! Streaming extraction of the app tree into a staging directory, confined
+//! to that directory.
+//!
+//! Every member is checked before anything is written for it, and nothing
+//! is ever written through a path this extraction did not create itself as a
+//! real directory: the extractor keeps its own map of what it made, so a
+//! symlink in the archive can never redirect a later member. Refused:
+//! absolute paths, `..`, symlinks whose target leaves the tree (checked
+//! lexically per member, then once more at the end by resolving every link
+//! through the links it passes, which catches chains such as `a -> ..`,
+//! `b -> a/..`), hard links to anything but a regular file extracted before,
+//! device nodes, FIFOs, sockets, sparse files, duplicates, and the release
+//! marker's name. Modes are kept without setuid/setgid; owners are not kept
+//! (everything belongs to the module's user, root). Mtimes are kept for
+//! files, directories (set after their content) and symlinks.
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use crate::fault;
+use crate::spec::RELEASE_MARKER;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("member {path:?} refused: {why}")]
+    Refused { path: String, why: String },
+
+    #[error("member {path:?}: cannot {action}")]
+    Io {
+        path: String,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("archive is truncated: {0}")]
+    Truncated(String),
+
+    #[error("archive is not a valid tar (truncated or corrupt): {0}")]
+    Corrupt(String),
+
+    #[error("archive unpacks to more than the {0} bytes announced in meta-data; the artifact is inconsistent, rebuild it")]
+    TooBig(u64),
+
+    #[error("archive has more than the {0} members announced in meta-data; the artifact is inconsistent, rebuild it")]
+    TooMany(u64),
+
+    #[error("archive holds {entries} members and {bytes} bytes, meta-data announces {want_entries} and {want_bytes}; the artifact is inconsistent, rebuild it")]
+    Mismatch {
+        entries: u64,
+        bytes: u64,
+        want_entries: u64,
+        want_bytes: u64,
+    },
+
+    #[error("stopped by SIGTERM; the state can be run again")]
+    Terminated,
+}
+
+type Result<T, E = ArchiveError> = std::result::Result<T, E>;
+
+/// How the extracted tree is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync` each file as it is closed and each directory at the end.
+    PerFile,
+    /// One `syncfs` of the staging filesystem at the end.
+    SyncFs,
+}
+
+/// What the meta-data promises; the extraction stops as soon as the
+/// archive exceeds it, so a lying payload cannot fill the disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect {
+    pub entries: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub entries: u64,
+    /// Bytes of regular-file content written.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File,
+    Symlink(PathBuf),
+}
+
+type Rel = Vec<OsString>;
+
+/// Extracts members into `root`, a fresh empty directory.
+pub struct Extractor {
+    root: PathBuf,
+    nodes: HashMap<Rel, Node>,
+    /// Mode and mtime of directories, applied after their content.
+    dir_meta: HashMap<Rel, (u32, Option<TimeSpec>)>,
+    expect: Expect,
+    durability: Durability,
+    summary: Summary,
+    buf: Vec<u8>,
+}
+
+impl Extractor {
+    pub fn new(root: &Path, expect: Expect, durability: Durability) -> Extractor {
+        Extractor {
+            root: root.to_owned(),
+            nodes: HashMap::new(),
+            dir_meta: HashMap::new(),
+            expect,
+            durability,
+            summary: Summary::default(),
+            buf: vec![0u8; 128 * 1024],
+        }
+    }
+
+    /// Reads one tar stream to its end, extracting every member.
+    pub fn extract_tar<R: Read>(&mut self, reader: R) -> Result<()> {
+        let consumed = Rc::new(Cell::new(0u64));
+        let counting = Counting {
+            inner: reader,
+            count: consumed.clone(),
+        };
+        let mut archive = tar::Archive::new(io::BufReader::with_capacity(64 * 1024, counting));
+        // Where the last member's data (with padding) ends; the end-of-archive
+        // block must follow it, or the stream was cut at a member boundary,
+        // which the tar crate reports as a normal end.
+        let mut end_of_members = 0u64;
+        {
+            let entries = archive.entries().map_err(corrupt)?;
+            for entry in entries {
+                let mut entry = entry.map_err(corrupt)?;
+                let padded = entry.size().div_ceil(512) * 512;
+                end_of_members = entry.raw_file_position() + padded;
+                self.member(&mut entry)?;
+            }
+        }
+        let mut rest = archive.into_inner();
+        // Bytes buffered but not yet handed to tar count as not consumed.
+        let tar_pos = consumed.get() - rest.buffer().len() as u64;
+        if tar_pos < end_of_members + 512 {
+            return Err(ArchiveError::Truncated(
+                "it ends without the end-of-archive block".into(),
+            ));
+        }
+        // The client blocks until the stream is read to its end.
+        io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+        Ok(())
+    }
+
+    /// Adds one flat file (the community format) named `name` at the root.
+    pub fn add_file(&mut self, name: &str, reader: &mut dyn Read, size: Option<u64>) -> Result<()> {
+        let rel = relative(Path::new(name), name)?;
+        if rel.len() != 1 {
+            return Err(refused(name, "a payload file name must be a plain name"));
+        }
+        self.count()?;
+        self.check_new(&rel, name, false)?;
+        let mtime = TimeSpec::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        self.write_file(&rel, name, reader, size, 0o644, Some(mtime))?;
+        fault::point("extract-entry");
+        Ok(())
+    }
+
+    fn count(&mut self) -> Result<()> {
+        self.summary.entries += 1;
+        if let Some(max) = self.expect.entries {
+            if self.summary.entries > max {
+                return Err(ArchiveError::TooMany(max));
+            }
+        }
+        Ok(())
+    }
+
+    fn member<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<()> {
+        let raw_path = entry.path().map_err(corrupt)?.into_owned();
+        let display = raw_path.display().to_string();
+        let etype = entry.header().entry_type();
+        if etype.is_pax_global_extensions() {
+            return Ok(());
+        }
+        self.count()?;
+        let rel = relative(&raw_path, &display)?;
+        let mode = entry.header().mode().map_err(corrupt)?;
+        let mtime = mtime_of(entry)?;
+        if rel.is_empty() {
+            if !etype.is_dir() {
+                return Err(refused(
+                    &display,
+                    "the archive root can only be a directory",
+                ));
+            }
+            self.dir_meta.insert(rel, (mode & 0o1777, mtime));
+            return Ok(());
+        }
+        if rel.len() == 1 && rel[0] == RELEASE_MARKER {
+            return Err(refused(
+                &display,
+                "this name is reserved for the module's release marker",
+            ));
+        }
+        match etype {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.check_new(&rel, &display, false)?;
+                let size = entry.size();
+                self.write_file(&rel, &display, entry, Some(size), mode & 0o777, mtime)?;
+            }
+            tar::EntryType::Directory => {
+                if !self.check_new(&rel, &display, true)? {
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(self.path(&rel))
+                        .map_err(|e| io_err(&display, "create directory", e))?;
+                    self.nodes.insert(rel.clone(), Node::Dir);
+                }
+                // Setuid/setgid are dropped, the sticky bit is kept.
+                self.dir_meta.insert(rel, (mode & 0o1777, mtime));
+            }
+            tar::EntryType::Symlink => {
+                let target = link_target(entry, &display)?;
+                check_symlink_target(&rel, &target, &display)?;
+                self.check_new(&rel, &display, false)?;
+                let path = self.path(&rel);
+                std::os::unix::fs::symlink(&target, &path)
+                    .map_err(|e| io_err(&display, "create symlink", e))?;
+                if let Some(t) = mtime {
+                    set_times(&path, t).map_err(|e| io_err(&display, "set mtime of", e))?;
+                }
+                self.nodes.insert(rel, Node::Symlink(target));
+            }
+            tar::EntryType::Link => {
+                let target = link_target(entry, &display)?;
+                let target_rel = relative(&target, &display).map_err(|_| {
+                    refused(
+                        &display,
+                        format!("hard link target {} leaves the tree", target.display()),
+                    )
+                })?;
+                if self.nodes.get(&target_rel) != Some(&Node::File) {
+                    return Err(refused(
+                        &display,
+                        format!(
+                            "hard link target {} is not a regular file extracted before it",
+                            target.display()
+                        ),
+                    ));
+                }
+                self.check_new(&rel, &display, false)?;
+                fs::hard_link(self.path(&target_rel), self.path(&rel))
+                    .map_err(|e| io_err(&display, "create hard link", e))?;
+                self.nodes.insert(rel, Node::File);
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(refused(&display, "device nodes are not allowed"))
+            }
+            tar::EntryType::Fifo => return Err(refused(&display, "FIFOs are not allowed")),
+            tar::EntryType::GNUSparse => {
+                return Err(refused(&display, "sparse files are not supported"))
+            }
+            other => {
+                return Err(refused(
+                    &display,
+                    format!("member type {:?} is not supported; only files, directories, symlinks and hard links are", other),
+                ))
+            }
+        }
+        fault::point("extract-entry");
+        Ok(())
+    }
+
+    fn path(&self, rel: &Rel) -> PathBuf {
+        let mut p = self.root.clone();
+        p.extend(rel);
+        p
+    }
+
+    /// Creates missing parents as real directories and refuses a path that
+    /// passes through anything else. Returns whether `rel` itself already is
+    /// a directory made here (only allowed when `dir_ok`).
+    fn check_new(&mut self, rel: &Rel, display: &str, dir_ok: bool) -> Result<bool> {
+        for i in 1..rel.len() {
+            let prefix = &rel[..i];
+            match self.nodes.get(prefix) {
+                Some(Node::Dir) => {}
+                Some(Node::Symlink(_)) => {
+                    return Err(refused(
+                        display,
+                        format!(
+                            "it would be written through the symlink {}",
+                            join(prefix).display()
+                        ),
+                    ))
+                }
+                Some(Node::File) => {
+                    return Err(refused(
+                        display,
+                        format!("its parent {} is a file", join(prefix).display()),
+                    ))
+                }
+                None => {
+                    let prefix = prefix.to_vec();
+                    fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(self.path(&prefix))
+                        .map_err(|e| io_err(display, "create parent directory", e))?;
+                    self.nodes.insert(prefix, Node::Dir);
+                }
+            }
+        }
+        match self.nodes.get(rel) {
+            None => Ok(false),
+            Some(Node::Dir) if dir_ok => Ok(true),
+            Some(_) => Err(refused(display, "it appears twice in the archive")),
+        }
+    }
+
+    fn write_file(
+        &mut self,
+        rel: &Rel,
+        display: &str,
+        reader: &mut dyn Read,
+        size: Option<u64>,
+        mode: u32,
+        mtime: Option<TimeSpec>,
+    ) -> Result<()> {
+        let path = self.path(rel);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| io_err(display, "create", e))?;
+        self.nodes.insert(rel.clone(), Node::File);
+        let mut copied = 0u64;
+        loop {
+            let n = match reader.read(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    return Err(ArchiveError::Terminated)
+                }
+                Err(e) => return Err(io_err(display, "read", e)),
+            };
+            if n == 0 {
+                break;
+            }
+            copied += n as u64;
+            self.summary.bytes += n as u64;
+            if let Some(max) = self.expect.bytes {
+                if self.summary.bytes > max {
+                    return Err(ArchiveError::TooBig(max));
+                }
+            }
+            file.write_all(&self.buf[..n])
+                .map_err(|e| io_err(display, "write", e))?;
+        }
+        if let Some(size) = size {
+            if copied != size {
+                return Err(ArchiveError::Truncated(format!(
+                    "member {display:?} ends after {copied} of its {size} bytes"
+                )));
+            }
+        }
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| io_err(display, "set mode of", e))?;
+        if let Some(t) = mtime {
+            nix::sys::stat::futimens(file.as_fd(), &t, &t)
+                .map_err(|e| io_err(display, "set mtime of", e.into()))?;
+        }
+        if self.durability == Durability::PerFile {
+            file.sync_all().map_err(|e| io_err(display, "sync", e))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the whole tree's links, writes the release marker, applies
+    /// directory modes and mtimes deepest first, and makes it all durable.
+    pub fn finish(self, marker: &[u8]) -> Result<Summary> {
+        self.check_symlink_chains()?;
+        if let Expect {
+            entries: Some(want_entries),
+            bytes: Some(want_bytes),
+        } = self.expect
+        {
+            if (self.summary.entries, self.summary.bytes) != (want_entries, want_bytes) {
+                return Err(ArchiveError::Mismatch {
+                    entries: self.summary.entries,
+                    bytes: self.summary.bytes,
+                    want_entries,
+                    want_bytes,
+                });
+            }
+        }
+        let marker_path = self.root.join(RELEASE_MARKER);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&marker_path)
+            .map_err(|e| io_err(RELEASE_MARKER, "create", e))?;
+        f.write_all(marker)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_err(RELEASE_MARKER, "write", e))?;
+
+        let mut dirs: Vec<Rel> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| **n == Node::Dir)
+            .map(|(r, _)| r.clone())
+            .collect();
+        dirs.push(Vec::new());
+        dirs.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        for rel in &dirs {
+            let path = self.path(rel);
+            let display = join(rel).display().to_string();
+            let (mode, mtime) = self.dir_meta.get(rel).copied().unwrap_or((0o755, None));
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(|e| io_err(&display, "set mode of", e))?;
+            if let Some(t) = mtime {
+                set_times(&path, t).map_err(|e| io_err(&display, "set mtime of", e))?;
+            }
+        }
+        match self.durability {
+            Durability::SyncFs => {
+                let root = File::open(&self.root).map_err(|e| io_err(".", "open", e))?;
+                nix::unistd::syncfs(root.as_fd())
+                    .map_err(|e| io_err(".", "sync the filesystem of", e.into()))?;
+            }
+            Durability::PerFile => {
+                for rel in &dirs {
+                    let display = join(rel).display().to_string();
+                    File::open(self.path(rel))
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| io_err(&display, "sync directory", e))?;
+                }
+            }
+        }
+        Ok(self.summary)
+    }
+
+    /// Resolves every symlink through the links it passes, as the kernel
+    /// will, with the staging root as the top: `..` above it is an escape.
+    fn check_symlink_chains(&self) -> Result<()> {
+        for (rel, node) in &self.nodes {
+            let Node::Symlink(target) = node else {
+                continue;
+            };
+            let mut dir: Rel = rel[..rel.len() - 1].to_vec();
+            let mut queue: VecDeque<OsString> = components(target);
+            let mut hops = 0;
+            while let Some(c) = queue.pop_front() {
+                if c == "." || c.is_empty() {
+                    continue;
+                }
+                if c == ".." {
+                    if dir.pop().is_none() {
+                        return Err(refused(
+                            &join(rel).display().to_string(),
+                            format!(
+                                "symlink to {} leaves the tree through the links it passes",
+                                target.display()
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                dir.push(c);
+                if let Some(Node::Symlink(next)) = self.nodes.get(&dir) {
+                    hops += 1;
+                    if hops > 40 || next.is_absolute() {
+                        return Err(refused(
+                            &join(rel).display().to_string(),
+                            format!(
+                                "symlink to {} forms a loop or a chain deeper than 40",
+                                target.display()
+                            ),
+                        ));
+                    }
+                    dir.pop();
+                    for c in components(next).into_iter().rev() {
+                        queue.push_front(c);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+fn corrupt(e: io::Error) -> ArchiveError {
+    if e.kind() == io::ErrorKind::Interrupted {
+        return ArchiveError::Terminated;
+    }
+    let text = e.to_string();
+    if text.contains("failed to read entire block") || e.kind() == io::ErrorKind::UnexpectedEof {
+        ArchiveError::Truncated(text)
+    } else {
+        ArchiveError::Corrupt(text)
+    }
+}
+
+fn refused(path: &str, why: impl Into<String>) -> ArchiveError {
+    ArchiveError::Refused {
+        path: path.to_owned(),
+        why: why.into(),
+    }
+}
+
+fn io_err(path: &str, action: &'static str, source: io::Error) -> ArchiveError {
+    if source.kind() == io::ErrorKind::Interrupted {
+        return ArchiveError::Terminated;
+    }
+    ArchiveError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+fn join(rel: &[OsString]) -> PathBuf {
+    rel.iter().collect()
+}
+
+fn components(path: &Path) -> VecDeque<OsString> {
+    path.as_os_str()
+        .as_bytes()
+        .split(|b| *b == b'/')
+        .map(|c| OsStr::from_bytes(c).to_owned())
+        .collect()
+}
+
+/// A member path as components below the root: `./a//b` is `[a, b]`, the
+/// root itself is `[]`; absolute paths and `..` are refused.
+fn relative(path: &Path, display: &str) -> Result<Rel> {
+    let mut rel = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(name) => rel.push(name.to_owned()),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(refused(display, "absolute paths are not allowed"))
+            }
+            Component::ParentDir => return Err(refused(display, "'..' is not allowed")),
+        }
+    }
+    Ok(rel)
+}
+
+fn link_target<R: Read>(entry: &tar::Entry<R>, display: &str) -> Result<PathBuf> {
+    match entry.link_name().map_err(corrupt)? {
+        Some(t) if !t.as_os_str().is_empty() => Ok(t.into_owned()),
+        _ => Err(refused(display, "link without a target")),
+    }
+}
+
+/// True when a symlink at `rel` (relative to the tree root) pointing to
+/// `target` stays inside the tree, judged lexically; the generator refuses
+/// such links before they reach a device.
+pub fn symlink_stays_inside(rel: &Path, target: &Path) -> bool {
+    let rel: Rel = rel.iter().map(|c| c.to_owned()).collect();
+    !rel.is_empty() && check_symlink_target(&rel, target, "").is_ok()
+}
+
+/// The lexical check: the target, taken relative to the link's directory,
+/// must not climb above the tree root.
+fn check_symlink_target(rel: &Rel, target: &Path, display: &str) -> Result<()> {
+    if target.is_absolute() {
+        return Err(refused(
+            display,
+            format!(
+                "symlink to the absolute path {}; only relative links inside the tree are allowed",
+                target.display()
+            ),
+        ));
+    }
+    let mut depth = rel.len() - 1;
+    for c in components(target) {
+        if c == ".." {
+            if depth == 0 {
+                return Err(refused(
+                    display,
+                    format!("symlink to {} points outside the tree", target.display()),
+                ));
+            }
+            depth -= 1;
+        } else if c != "." && !c.is_empty() {
+            depth += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The member's mtime, with the fraction from a PAX `mtime` record if any.
+fn mtime_of<R: Read>(entry: &mut tar::Entry<R>) -> Result<Option<TimeSpec>> {
+    let secs = entry.header().mtime().map_err(corrupt)?;
+    let mut spec = TimeSpec::new(secs.min(i64::MAX as u64) as i64, 0);
+    if let Some(exts) = entry.pax_extensions().map_err(corrupt)? {
+        for ext in exts {
+            let ext = ext.map_err(corrupt)?;
+            if ext.key() == Ok("mtime") {
+                if let Some(t) = ext.value().ok().and_then(parse_pax_time) {
+                    spec = t;
+                }
+            }
+        }
+    }
+    Ok(Some(spec))
+}
+
+fn parse_pax_time(text: &str) -> Option<TimeSpec> {
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if secs < 0 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    Some(TimeSpec::new(secs, digits.parse().ok()?))
+}
+
+fn set_times(path: &Path, t: TimeSpec) -> io::Result<()> {
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests;

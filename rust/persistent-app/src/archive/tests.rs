@@ -1,0 +1,402 @@
+//! Confinement and fidelity of the extractor, with archives built here,
+//! including the malicious ones no well-behaved tar writer would produce.
+
+use super::*;
+use std::os::unix::fs::MetadataExt;
+use tar::{EntryType, Header};
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("pa-archive-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("outside")).unwrap();
+        fs::create_dir_all(dir.join("apps/staging")).unwrap();
+        Scratch(dir)
+    }
+    fn staging(&self) -> PathBuf {
+        self.0.join("apps/staging")
+    }
+    fn outside(&self) -> PathBuf {
+        self.0.join("outside")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A header with raw name bytes, bypassing the tar crate's own path checks.
+fn header(name: &str, kind: EntryType, size: u64, link: &str, mode: u32) -> Header {
+    let mut h = Header::new_gnu();
+    {
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(1_600_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    h
+}
+
+enum M<'a> {
+    File(&'a str, &'a [u8]),
+    FileMode(&'a str, &'a [u8], u32),
+    Dir(&'a str, u32),
+    Sym(&'a str, &'a str),
+    Hard(&'a str, &'a str),
+    Raw(EntryType, &'a str),
+}
+
+fn tar_of(members: &[M]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for m in members {
+        match m {
+            M::File(n, d) => b.append(
+                &header(n, EntryType::Regular, d.len() as u64, "", 0o644),
+                *d,
+            ),
+            M::FileMode(n, d, mode) => b.append(
+                &header(n, EntryType::Regular, d.len() as u64, "", *mode),
+                *d,
+            ),
+            M::Dir(n, mode) => b.append(&header(n, EntryType::Directory, 0, "", *mode), &[][..]),
+            M::Sym(n, t) => b.append(&header(n, EntryType::Symlink, 0, t, 0o777), &[][..]),
+            M::Hard(n, t) => b.append(&header(n, EntryType::Link, 0, t, 0o644), &[][..]),
+            M::Raw(k, n) => b.append(&header(n, *k, 0, "", 0o644), &[][..]),
+        }
+        .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn extract(s: &Scratch, bytes: &[u8], expect: Expect) -> Result<Summary> {
+    let mut x = Extractor::new(&s.staging(), expect, Durability::SyncFs);
+    x.extract_tar(bytes)?;
+    x.finish(b"test\n")
+}
+
+fn refused_because(s: &Scratch, members: &[M], want: &str) {
+    let err = extract(s, &tar_of(members), Expect::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(want), "{text:?} lacks {want:?}");
+    assert!(!text.contains('\n'));
+    assert_eq!(
+        fs::read_dir(s.outside()).unwrap().count(),
+        0,
+        "something was written outside the staging tree"
+    );
+    assert!(!s.0.join("apps/evil").exists());
+}
+
+#[test]
+fn a_regular_tree_is_extracted_with_modes_mtimes_and_links() {
+    let s = Scratch::new("regular");
+    let bytes = tar_of(&[
+        M::Dir("bin/", 0o755),
+        M::FileMode("bin/run", b"#!/bin/sh\n", 0o755),
+        M::FileMode("bin/suid", b"x", 0o6755),
+        M::Dir("ro/", 0o555),
+        M::File("ro/inside", b"read-only dir content"),
+        M::File("etc/conf", b"key=value"),
+        M::Sym("etc/link", "../bin/run"),
+        M::Sym("dangling", "nowhere/at/all"),
+        M::Hard("bin/run2", "bin/run"),
+        M::File("empty", b""),
+    ]);
+    let summary = extract(&s, &bytes, Expect::default()).unwrap();
+    assert_eq!(summary.entries, 10);
+    assert_eq!(summary.bytes, 10 + 1 + 21 + 9);
+    let st = s.staging();
+    assert_eq!(fs::read(st.join("bin/run")).unwrap(), b"#!/bin/sh\n");
+    let meta = fs::metadata(st.join("bin/run")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o755);
+    assert_eq!(meta.mtime(), 1_600_000_000);
+    assert_eq!(meta.nlink(), 2, "bin/run2 is a hard link to bin/run");
+    assert_eq!(
+        fs::metadata(st.join("bin/suid")).unwrap().mode() & 0o7777,
+        0o755,
+        "setuid/setgid are masked off"
+    );
+    let ro = fs::metadata(st.join("ro")).unwrap();
+    assert_eq!(ro.mode() & 0o7777, 0o555);
+    assert_eq!(
+        ro.mtime(),
+        1_600_000_000,
+        "directory mtime set after its content"
+    );
+    assert_eq!(
+        fs::read_link(st.join("etc/link")).unwrap(),
+        Path::new("../bin/run")
+    );
+    assert_eq!(
+        fs::symlink_metadata(st.join("etc/link")).unwrap().mtime(),
+        1_600_000_000,
+        "symlink mtime set without following it"
+    );
+    assert_eq!(fs::read(st.join(RELEASE_MARKER)).unwrap(), b"test\n");
+    // `etc/` had no member of its own: created on the way, mode 0755.
+    assert_eq!(fs::metadata(st.join("etc")).unwrap().mode() & 0o7777, 0o755);
+}
+
+#[test]
+fn the_root_member_sets_the_mode_and_mtime_of_the_tree() {
+    let s = Scratch::new("root");
+    let bytes = tar_of(&[M::Dir("./", 0o750), M::File("./a", b"a")]);
+    extract(&s, &bytes, Expect::default()).unwrap();
+    let m = fs::metadata(s.staging()).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o750);
+    assert_eq!(m.mtime(), 1_600_000_000);
+}
+
+#[test]
+fn pax_mtimes_keep_their_fraction() {
+    let s = Scratch::new("pax");
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("mtime", &b"1600000000.25"[..])])
+        .unwrap();
+    b.append(&header("f", EntryType::Regular, 1, "", 0o644), &b"x"[..])
+        .unwrap();
+    extract(&s, &b.into_inner().unwrap(), Expect::default()).unwrap();
+    let m = fs::metadata(s.staging().join("f")).unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 250_000_000));
+}
+
+#[test]
+fn parent_traversal_is_refused() {
+    let s = Scratch::new("dotdot");
+    refused_because(&s, &[M::File("../evil", b"x")], "'..' is not allowed");
+    let s = Scratch::new("dotdot2");
+    refused_because(&s, &[M::File("a/../../evil", b"x")], "'..' is not allowed");
+}
+
+#[test]
+fn absolute_paths_are_refused() {
+    let s = Scratch::new("abs");
+    let target = format!("{}/evil", s.outside().display());
+    refused_because(&s, &[M::File(&target, b"x")], "absolute paths");
+}
+
+#[test]
+fn symlinks_that_leave_the_tree_are_refused() {
+    let s = Scratch::new("symout");
+    refused_because(&s, &[M::Sym("l", "../outside")], "points outside the tree");
+    let s = Scratch::new("symout2");
+    refused_because(
+        &s,
+        &[M::Sym("a/b/l", "../../../x")],
+        "points outside the tree",
+    );
+    let s = Scratch::new("symabs");
+    refused_because(
+        &s,
+        &[M::Sym("l", "/etc/passwd")],
+        "absolute path /etc/passwd",
+    );
+}
+
+#[test]
+fn symlink_chains_that_leave_the_tree_are_refused() {
+    // Each link alone stays inside; followed through x/l1, x/l2 lands above.
+    let s = Scratch::new("chain");
+    refused_because(
+        &s,
+        &[M::Sym("x/l1", ".."), M::Sym("x/l2", "l1/..")],
+        "leaves the tree through the links it passes",
+    );
+}
+
+#[test]
+fn writing_through_an_extracted_symlink_is_refused() {
+    let s = Scratch::new("through");
+    refused_because(
+        &s,
+        &[M::Dir("d/", 0o755), M::Sym("l", "d"), M::File("l/x", b"x")],
+        "written through the symlink l",
+    );
+    // The symlink would have been harmless as a target, but the archive
+    // could also point it outside through a chain: never write through it.
+    let s = Scratch::new("through2");
+    refused_because(
+        &s,
+        &[M::Sym("l", "."), M::Dir("l/sub/", 0o755)],
+        "written through the symlink l",
+    );
+}
+
+#[test]
+fn a_member_replacing_an_extracted_one_is_refused() {
+    let s = Scratch::new("dup");
+    refused_because(&s, &[M::File("a", b"1"), M::Sym("a", "b")], "appears twice");
+    let s = Scratch::new("dup2");
+    refused_because(&s, &[M::File("a", b"1"), M::File("a/b", b"2")], "is a file");
+}
+
+#[test]
+fn hard_links_outside_or_forward_are_refused() {
+    let s = Scratch::new("hardout");
+    refused_because(&s, &[M::Hard("h", "../outside/x")], "leaves the tree");
+    let s = Scratch::new("hardabs");
+    refused_because(&s, &[M::Hard("h", "/etc/passwd")], "leaves the tree");
+    let s = Scratch::new("hardfwd");
+    refused_because(
+        &s,
+        &[M::Hard("h", "later"), M::File("later", b"x")],
+        "not a regular file extracted before",
+    );
+    let s = Scratch::new("harddir");
+    refused_because(
+        &s,
+        &[M::Dir("d/", 0o755), M::Hard("h", "d")],
+        "not a regular file extracted before",
+    );
+}
+
+#[test]
+fn device_nodes_and_fifos_are_refused() {
+    for (kind, want) in [
+        (EntryType::Char, "device nodes"),
+        (EntryType::Block, "device nodes"),
+        (EntryType::Fifo, "FIFOs"),
+    ] {
+        let s = Scratch::new(&format!("dev-{kind:?}"));
+        refused_because(&s, &[M::Raw(kind, "node")], want);
+    }
+}
+
+#[test]
+fn sparse_members_are_refused() {
+    let s = Scratch::new("sparse");
+    // Refused either as unsupported or, for this minimal header, as corrupt.
+    let err = extract(
+        &s,
+        &tar_of(&[M::Raw(EntryType::GNUSparse, "s")]),
+        Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Refused { .. } | ArchiveError::Corrupt(_)),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_release_marker_name_is_reserved() {
+    let s = Scratch::new("marker");
+    refused_because(&s, &[M::File(RELEASE_MARKER, b"forged")], "reserved");
+}
+
+#[test]
+fn truncated_archives_are_errors() {
+    let full = tar_of(&[M::File("a", &[7u8; 3000]), M::File("b", b"bbb")]);
+    // Cut inside a's data, inside b's header, exactly after b's data, and
+    // after the members but before the end-of-archive blocks.
+    for cut in [1000, 512 * 7 + 100, 512 * 9, 512 * 9 + 100] {
+        let s = Scratch::new(&format!("trunc-{cut}"));
+        let err = extract(&s, &full[..cut], Expect::default()).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "cut at {cut}: {err}");
+    }
+    let s = Scratch::new("trunc-empty");
+    let err = extract(&s, &[], Expect::default()).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+#[test]
+fn archives_larger_than_announced_stop_early() {
+    let bytes = tar_of(&[M::File("a", &[1u8; 5000]), M::File("b", b"x")]);
+    let s = Scratch::new("toobig");
+    let err = extract(
+        &s,
+        &bytes,
+        Expect {
+            entries: None,
+            bytes: Some(4000),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ArchiveError::TooBig(4000)), "{err}");
+    let s = Scratch::new("toomany");
+    let err = extract(
+        &s,
+        &bytes,
+        Expect {
+            entries: Some(1),
+            bytes: None,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ArchiveError::TooMany(1)), "{err}");
+    let s = Scratch::new("mismatch");
+    let err = extract(
+        &s,
+        &bytes,
+        Expect {
+            entries: Some(2),
+            bytes: Some(6000),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("holds 2 members and 5001 bytes"),
+        "{err}"
+    );
+    let s = Scratch::new("exact");
+    extract(
+        &s,
+        &bytes,
+        Expect {
+            entries: Some(2),
+            bytes: Some(5001),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn flat_files_of_the_community_format_land_at_the_root() {
+    let s = Scratch::new("flat");
+    let mut x = Extractor::new(&s.staging(), Expect::default(), Durability::PerFile);
+    x.add_file("a.conf", &mut &b"hello"[..], Some(5)).unwrap();
+    let err = x.add_file("b", &mut &b"hel"[..], Some(5)).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    let err = x.add_file("a.conf", &mut &b""[..], None).unwrap_err();
+    assert!(err.to_string().contains("appears twice"), "{err}");
+    let err = x.add_file("..", &mut &b""[..], None).unwrap_err();
+    assert!(err.to_string().contains("'..'"), "{err}");
+}
+
+/// The measurement behind `deploy::DURABILITY`:
+/// `cargo test --release -p persistent-app --lib durability -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_per_file_fsync_against_one_syncfs() {
+    let mut members = Vec::new();
+    let names: Vec<String> = (0..5000).map(|i| format!("d{}/f{i}", i % 50)).collect();
+    let data = vec![b'x'; 2000];
+    for n in &names {
+        members.push(M::File(n, &data));
+    }
+    let bytes = tar_of(&members);
+    for d in [
+        Durability::PerFile,
+        Durability::SyncFs,
+        Durability::PerFile,
+        Durability::SyncFs,
+    ] {
+        let s = Scratch::new(&format!("bench-{d:?}"));
+        nix::unistd::sync();
+        let t = std::time::Instant::now();
+        let mut x = Extractor::new(&s.staging(), Expect::default(), d);
+        x.extract_tar(&bytes[..]).unwrap();
+        x.finish(b"m").unwrap();
+        eprintln!("{d:?}: {:?}", t.elapsed());
+    }
+}

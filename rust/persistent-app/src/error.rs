@@ -1,0 +1,74 @@
+//! Errors of the module. Each names the path, payload or unit involved; causes
+//! stay in `source()` and `mender_module_protocol::one_line` joins them into
+//! the single line that reaches the deployment log.
+
+use std::path::PathBuf;
+
+use crate::archive::ArchiveError;
+use crate::spec::SpecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("configuration {}: {detail}", path.display())]
+    Config { path: PathBuf, detail: String },
+
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+
+    #[error("payload {payload}: {source}")]
+    Archive {
+        payload: String,
+        #[source]
+        source: ArchiveError,
+    },
+
+    #[error("journal {}: {detail}", path.display())]
+    Journal { path: PathBuf, detail: String },
+
+    #[error(
+        "not enough space for {what} on the filesystem of {}: need {need} bytes and {need_inodes} inodes, \
+         {available} bytes and {available_inodes} inodes are free (the current version stays until commit, \
+         so the new one must fit beside it); free space under {} or make the app smaller",
+        path.display(), path.display()
+    )]
+    NoSpace {
+        what: String,
+        path: PathBuf,
+        need: u64,
+        available: u64,
+        need_inodes: u64,
+        available_inodes: u64,
+    },
+
+    #[error("{0}")]
+    Payloads(String),
+
+    #[error("{0}")]
+    Refused(String),
+
+    #[error("service {unit}: {detail}")]
+    Service { unit: String, detail: String },
+
+    #[error(transparent)]
+    Protocol(#[from] mender_module_protocol::Error),
+}
+
+impl Error {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,22 @@
+//! The persistent-app Update Module: installs an application tree under an
+//! allowed root (`/data/apps/<name>` by default) from a Mender artifact,
+//! keeps the previous version until commit, swaps atomically, rolls back in
+//! O(1), and recovers from a power cut at any point.
+//!
+//! The library is shared with the host generator, which uses only [`spec`]:
+//! the artifact format and its validation live in one place.
+
+pub mod archive;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod fault;
+pub mod fsops;
+pub mod journal;
+pub mod pack;
+pub mod plan;
+pub mod service;
+pub mod spec;
+
+pub use deploy::PersistentApp;
+pub use error::{Error, Result};
