@@ -138,7 +138,10 @@ pub fn run(module_name: &str, module: impl UpdateModule) -> ExitCode {
         Err(e) => {
             // One line: the client copies stderr into the deployment log and
             // operators read it on the server.
-            eprintln!("{module_name}: error: {}", one_line(e.as_ref()));
+            stderr_line(format_args!(
+                "{module_name}: error: {}",
+                one_line(e.as_ref())
+            ));
             ExitCode::FAILURE
         }
     }
@@ -211,6 +214,17 @@ pub fn answer(module: &impl UpdateModule, query: Query) -> &'static str {
 
 fn usage() -> String {
     "usage: MODULE STATE FILE-TREE (this program is called by the Mender client, see the Update Module v3 protocol)".to_owned()
+}
+
+/// Writes one line to stderr with a single `write(2)`. The C++ client logs
+/// every chunk it reads from a module's stderr as a record of its own, and
+/// `eprintln!` writes its pieces separately, which cut lines into fragments
+/// in the deployment log. A pipe write below 4 KiB is atomic.
+pub fn stderr_line(args: std::fmt::Arguments<'_>) {
+    let mut text = args.to_string();
+    text.push('\n');
+    // As with eprintln!, nothing sensible can be done if stderr is gone.
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// An error and its causes on one line, `outer: inner: root`. Causes whose text
