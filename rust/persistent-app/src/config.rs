@@ -17,6 +17,21 @@ pub const DEFAULT_LOCK: &str = "/run/lock/persistent-app.lock";
 /// Overrides [`DEFAULT_LOCK`].
 pub const LOCK_ENV: &str = "PERSISTENT_APP_LOCK";
 
+/// How `Download` takes the payload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadMode {
+    /// Read the payload from the client's stream and extract it into the
+    /// staging tree while it arrives: no second copy on disk.
+    #[default]
+    Stream,
+    /// Do not open `stream-next`: the client stores the payload under
+    /// `files/` and ArtifactInstall extracts it from there, with the same
+    /// checks. Costs the payload's size once more on the client's datastore
+    /// until the deployment ends.
+    Store,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -25,6 +40,8 @@ pub struct Config {
     /// Where the journals live; must survive power cuts (so: on /data).
     pub state_dir: PathBuf,
     pub service_start_timeout_seconds: u64,
+    /// `"stream"` (default) or `"store"`.
+    pub download: DownloadMode,
 }
 
 impl Default for Config {
@@ -33,6 +50,7 @@ impl Default for Config {
             allowed_roots: vec![PathBuf::from("/data/apps")],
             state_dir: PathBuf::from("/data/mender-composable/persistent-app"),
             service_start_timeout_seconds: 30,
+            download: DownloadMode::Stream,
         }
     }
 }
@@ -106,8 +124,10 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, String> {
-        let dir =
-            std::env::temp_dir().join(format!("pa-config-{}-{}", std::process::id(), text.len()));
+        // Tests run in parallel: one directory per call.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("pa-config-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.json");
         std::fs::write(&path, text).unwrap();
@@ -128,6 +148,16 @@ mod tests {
         let c = load(r#"{"allowed_roots": ["/data/apps", "/data/models"]}"#).unwrap();
         assert_eq!(c.allowed_roots.len(), 2);
         assert_eq!(c.service_start_timeout_seconds, 30);
+        assert_eq!(c.download, DownloadMode::Stream);
+    }
+
+    #[test]
+    fn the_download_mode_is_stream_or_store() {
+        let c = load(r#"{"download": "store"}"#).unwrap();
+        assert_eq!(c.download, DownloadMode::Store);
+        assert_eq!(c.allowed_roots, [PathBuf::from("/data/apps")]);
+        let c = load(r#"{"download": "stream"}"#).unwrap();
+        assert_eq!(c.download, DownloadMode::Stream);
     }
 
     #[test]
@@ -139,6 +169,10 @@ mod tests {
             (r#"{"allowed_roots": ["/data/apps/"]}"#, "ends with '/'"),
             (r#"{"state_dir": "x"}"#, "state_dir x is not absolute"),
             (r#"{"service_start_timeout_seconds": 0}"#, "at least 1"),
+            (
+                r#"{"download": "copy"}"#,
+                "unknown variant `copy`, expected `stream` or `store`",
+            ),
             ("{", "EOF"),
         ] {
             let err = load(text).unwrap_err();

@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::archive::{Durability, Expect, Extractor};
-use crate::config::{self, Config};
+use crate::config::{self, Config, DownloadMode};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::fsops::{self, Exchanged, Kind};
@@ -49,7 +49,14 @@ impl UpdateModule for PersistentApp {
 
     fn download(&mut self, tree: &FileTree, download: Download<'_>) -> ModuleResult {
         let session = Session::open()?;
-        session.stage(tree, download.stream(), Delivery::Streamed)?;
+        match session.config.download {
+            DownloadMode::Stream => {
+                session.stage(tree, download.stream(), Delivery::Streamed)?;
+            }
+            // Never touching stream-next makes the client store the
+            // payloads under files/ for ArtifactInstall.
+            DownloadMode::Store => session.prepare_stored(tree)?,
+        }
         Ok(())
     }
 
@@ -174,13 +181,61 @@ impl Session {
 
     // -- staging ------------------------------------------------------------
 
+    /// Download in the `store` mode: everything Download checks before a
+    /// byte is written (meta-data, confinement, what an earlier deployment
+    /// left, free space), without reading the payload. ArtifactInstall
+    /// extracts it from `files/`.
+    fn prepare_stored(&self, tree: &FileTree) -> Result<()> {
+        let artifact = tree.artifact_name()?;
+        match spec::parse_meta_data(&tree.meta_data()?)? {
+            ArtifactFormat::Ours(spec) => {
+                self.confine(&spec.dest)?;
+                let target = Target::new(
+                    &self.config,
+                    &spec.name,
+                    Path::new(&spec.dest),
+                    spec.service.clone(),
+                    false,
+                );
+                self.settle(&target, &artifact)?;
+                // The client's copy of the archive (content, a header per
+                // member, the end blocks) also lands on this filesystem
+                // when its datastore shares it, as /data/mender does.
+                let archive = spec
+                    .unpacked_size
+                    .saturating_add(spec.entries.saturating_mul(1024))
+                    .saturating_add(10240);
+                let stored_here = same_filesystem(&tree.files_dir(), &target.staging)?;
+                let bytes = if stored_here {
+                    spec.unpacked_size.saturating_add(archive)
+                } else {
+                    spec.unpacked_size
+                };
+                let what = if stored_here {
+                    format!("payload {} (stored by the client, then extracted)", spec.archive)
+                } else {
+                    format!("payload {}", spec.archive)
+                };
+                self.check_space(&target, bytes, spec.entries, &what)?;
+                crate::progress!(
+                    "persistent-app: {}: download mode \"store\": the client stores {} under files/; ArtifactInstall extracts it",
+                    spec.name, spec.archive
+                );
+            }
+            ArtifactFormat::Community => crate::progress!(
+                "persistent-app: download mode \"store\": the client stores the payload files under files/; ArtifactInstall installs them"
+            ),
+        }
+        Ok(())
+    }
+
     /// Download (or ArtifactInstall over stored files): validate, settle what
     /// an earlier deployment left, check the space, extract into staging,
     /// mark, sync, journal `staged`.
     fn stage(&self, tree: &FileTree, payloads: Payloads, delivery: Delivery) -> Result<Journal> {
         let artifact = tree.artifact_name()?;
         match spec::parse_meta_data(&tree.meta_data()?)? {
-            ArtifactFormat::Ours(spec) => self.stage_ours(&artifact, &spec, payloads),
+            ArtifactFormat::Ours(spec) => self.stage_ours(&artifact, &spec, payloads, delivery),
             ArtifactFormat::Community => self.stage_community(tree, &artifact, payloads, delivery),
         }
     }
@@ -190,6 +245,7 @@ impl Session {
         artifact: &str,
         spec: &AppSpec,
         mut payloads: Payloads,
+        delivery: Delivery,
     ) -> Result<Journal> {
         let root = self.confine(&spec.dest)?;
         let target = Target::new(
@@ -243,7 +299,7 @@ impl Session {
                 spec.archive
             )));
         }
-        self.finish_staging(&target, &mut journal, extractor, &spec.archive)?;
+        self.finish_staging(&target, &mut journal, extractor, &spec.archive, delivery)?;
         Ok(journal)
     }
 
@@ -279,7 +335,7 @@ impl Session {
                     .into(),
             ));
         };
-        self.finish_staging(&target, &mut journal, extractor, "files")?;
+        self.finish_staging(&target, &mut journal, extractor, "files", delivery)?;
         Ok(journal)
     }
 
@@ -383,7 +439,7 @@ impl Session {
     /// `Prepare` plan), refusing when another update there is unfinished.
     fn settle(&self, target: &Target, artifact: &str) -> Result<()> {
         for (path, j) in journal::scan(&self.config.state_dir)? {
-            if j.app != target.app && j.dest == target.dest {
+            if j.app != target.app && j.dest == target.dest && j.phase.unfinished() {
                 return Err(Error::Refused(format!(
                     "destination {} belongs to app {}, whose update {} is unfinished (journal {}, phase {}); \
                      finish that deployment first",
@@ -462,6 +518,7 @@ impl Session {
         journal: &mut Journal,
         extractor: Extractor,
         payload: &str,
+        delivery: Delivery,
     ) -> Result<()> {
         let summary = extractor
             .finish(&journal.marker())
@@ -472,8 +529,12 @@ impl Session {
         fault::point("before-staged");
         journal.phase = Phase::Staged;
         journal::save(&target.journal_path, journal)?;
-        eprintln!(
-            "persistent-app: {}: staged {} ({} members, {} bytes) in {}",
+        let from = match delivery {
+            Delivery::Streamed => "from the client's stream",
+            Delivery::Stored { .. } => "from the payloads the client stored under files/",
+        };
+        crate::progress!(
+            "persistent-app: {}: staged {} ({} members, {} bytes) in {} {from}",
             target.app,
             journal.artifact,
             summary.entries,
@@ -496,7 +557,8 @@ impl Session {
             j.artifact == artifact
                 && matches!(j.phase, Phase::Staged | Phase::Swapping | Phase::Swapped)
         });
-        let target = if !ready && has_stored_files(tree)? {
+        let stored = has_stored_files(tree)? || self.config.download == DownloadMode::Store;
+        let target = if !ready && stored {
             // The client stored the payloads instead of streaming them.
             let total = stored_total(tree)?;
             let staged = self.stage(tree, Payloads::stored(tree)?, Delivery::Stored { total })?;
@@ -514,7 +576,7 @@ impl Session {
             }
         };
         self.execute(Action::Install, &target, &mut journal, &artifact)?;
-        eprintln!(
+        crate::progress!(
             "persistent-app: {}: {} installed in {}",
             target.app,
             artifact,
@@ -526,6 +588,11 @@ impl Session {
     fn act(&self, tree: &FileTree, action: Action) -> Result<()> {
         let artifact = tree.artifact_name()?;
         let Some(target) = self.resolve(tree, action, &artifact)? else {
+            if action == Action::Commit {
+                return Err(Error::Refused(format!(
+                    "artifact {artifact} was not installed by this module (no journal names it); nothing to commit"
+                )));
+            }
             return Ok(());
         };
         let mut journal = journal::load(&target.journal_path)?;
@@ -537,12 +604,17 @@ impl Session {
         self.execute(action, &target, &mut journal, &artifact)?;
         let after = journal.as_ref().map(|j| j.phase);
         if before != after {
+            let swapped = !matches!(before, Some(Phase::Staging | Phase::Staged));
             let what = match action {
                 Action::Commit => "committed",
-                Action::Rollback | Action::Failure | Action::Cleanup => "settled",
+                Action::Rollback if swapped => "rolled back to the previous version",
+                Action::Rollback => {
+                    "dropped the unfinished install; the installed version was not touched"
+                }
+                Action::Failure | Action::Cleanup => "settled",
                 _ => "done",
             };
-            eprintln!(
+            crate::progress!(
                 "persistent-app: {}: {what} ({})",
                 target.app,
                 target.dest.display()
@@ -630,7 +702,7 @@ impl Session {
             for step in steps {
                 signal::check()?;
                 if self.apply(step, target, journal)? == Exchanged::Unsupported {
-                    eprintln!(
+                    crate::progress!(
                         "persistent-app: {}: the filesystem cannot exchange directories atomically; \
                          using two renames (the journal covers the gap)",
                         target.app
@@ -761,8 +833,14 @@ impl Session {
                 "app {app}: cannot roll back {jartifact}: its commit has begun deleting the previous version, \
                  so it stays installed; ArtifactFailure or Cleanup finish the commit"
             ),
+            Refusal::AlreadyCommitted => format!(
+                "app {app}: cannot roll back {jartifact}: its commit already completed and removed the previous version \
+                 (journal {jpath}, phase {phase}); {jartifact} stays installed in {}",
+                target.dest.display()
+            ),
             Refusal::RollbackInProgress => format!(
-                "app {app}: a rollback of {jartifact} is unfinished (journal phase {phase}); run the rollback again"
+                "app {app}: a rollback of {jartifact} is unfinished (journal phase {phase}); the client's ArtifactFailure \
+                 or Cleanup, or the next deployment's Download, finishes it"
             ),
             Refusal::Inconsistent(what) => format!(
                 "app {app}: {what}; journal {jpath} (phase {phase}); nothing was changed: inspect {}, {} and {} by hand",
@@ -830,6 +908,26 @@ fn lock(path: &Path) -> Result<Flock<File>> {
             Err((_, e)) => return Err(Error::io("lock", path, io::Error::from(e))),
         }
     }
+}
+
+/// Whether two paths (or their nearest existing ancestors) are on one
+/// filesystem.
+fn same_filesystem(a: &Path, b: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |path: &Path| -> Result<u64> {
+        let mut probe = path;
+        loop {
+            match fs::metadata(probe) {
+                Ok(m) => return Ok(m.dev()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match probe.parent() {
+                    Some(p) => probe = p,
+                    None => return Err(Error::io("inspect", path, e)),
+                },
+                Err(e) => return Err(Error::io("inspect", probe, e)),
+            }
+        }
+    };
+    Ok(dev(a)? == dev(b)?)
 }
 
 fn has_stored_files(tree: &FileTree) -> Result<bool> {

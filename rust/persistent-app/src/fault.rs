@@ -48,7 +48,7 @@ pub fn point(name: &str) {
     });
     if let Some((point, n)) = target {
         if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            eprintln!("persistent-app: fault injected at {name}#{n}");
+            crate::progress!("persistent-app: fault injected at {name}#{n}");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGKILL);
         }
     }

@@ -7,6 +7,12 @@
 //! other phase the journal alone says which trees are garbage, and a tree is
 //! declared garbage in the journal before its removal starts, so a half-removed
 //! tree is never mistaken for a whole one.
+//!
+//! A finished commit does not delete the journal: it leaves it in phase
+//! `committed`, a tombstone naming the artifact and its token, so that an
+//! ArtifactRollback arriving after the commit completed (the process died
+//! before it could report success) fails loudly instead of succeeding
+//! without restoring anything. The next Download of the app removes it.
 
 use std::fs;
 use std::io;
@@ -35,16 +41,20 @@ pub enum Phase {
     RollingBack,
     /// The previous tree is garbage and being removed.
     Committing,
+    /// The commit is complete: the new tree is the only one. Kept as a
+    /// tombstone until the next Download of the app.
+    Committed,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
         Phase::Staging,
         Phase::Staged,
         Phase::Swapping,
         Phase::Swapped,
         Phase::RollingBack,
         Phase::Committing,
+        Phase::Committed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,7 +65,14 @@ impl Phase {
             Phase::Swapped => "swapped",
             Phase::RollingBack => "rolling-back",
             Phase::Committing => "committing",
+            Phase::Committed => "committed",
         }
+    }
+
+    /// Whether an update is still in progress (every phase but the
+    /// committed tombstone).
+    pub fn unfinished(self) -> bool {
+        self != Phase::Committed
     }
 }
 

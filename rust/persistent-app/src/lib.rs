@@ -15,6 +15,7 @@ pub mod fsops;
 pub mod journal;
 pub mod pack;
 pub mod plan;
+pub mod progress;
 pub mod service;
 pub mod spec;
 

@@ -123,6 +123,8 @@ pub enum Refusal {
     InstallIncomplete,
     /// Rollback after the commit began deleting the previous version.
     CommitStarted,
+    /// Rollback after the commit completed: the previous version is gone.
+    AlreadyCommitted,
     /// Install or commit during an unfinished rollback.
     RollbackInProgress,
     /// The directories do not match any state this module leaves.
@@ -194,6 +196,11 @@ pub fn next(action: Action, f: &Facts) -> Next {
         // Without a journal the staging and previous trees are leftovers.
         return match action {
             Action::Install => Err(Refusal::NothingStaged),
+            // A commit leaves a tombstone, so without any journal this
+            // artifact was never installed (or its install was rolled
+            // back): reporting success would claim a version the device
+            // does not run.
+            Action::Commit => Err(Refusal::NotInstalled),
             _ => Ok(remove_leftovers(f)),
         };
     };
@@ -275,16 +282,46 @@ pub fn next(action: Action, f: &Facts) -> Next {
             Action::Install | Action::Commit => Err(Refusal::RollbackInProgress),
             // Download only settles the trees; the unit was the old
             // deployment's business.
-            Action::Prepare => roll_back(f, j, false),
-            Action::Rollback | Action::Failure | Action::Cleanup => roll_back(f, j, true),
+            Action::Prepare => roll_back(f, j, false, true),
+            // ArtifactRollback stops once the old version is back and
+            // running; deleting the rejected tree is left to the states
+            // both clients run after it, so it stays O(1) at any app size.
+            Action::Rollback => roll_back(f, j, true, false),
+            Action::Failure | Action::Cleanup => roll_back(f, j, true, true),
         },
         Phase::Committing => match action {
             Action::Rollback => Err(Refusal::CommitStarted),
             Action::Install => Err(Refusal::Pending(j.phase)),
-            Action::Prepare | Action::Commit | Action::Failure | Action::Cleanup => {
-                Ok(Some(remove_leftovers(f).unwrap_or(Step::ClearJournal)))
-            }
+            Action::Prepare | Action::Commit | Action::Failure | Action::Cleanup => Ok(Some(
+                remove_leftovers(f).unwrap_or(Step::Journal(Phase::Committed)),
+            )),
         },
+        Phase::Committed => committed(action, f, j),
+    }
+}
+
+/// The tombstone of a completed commit. It only says which artifact
+/// finished: a rollback of that artifact is refused, a commit run again
+/// succeeds, and the next Download removes the tombstone.
+fn committed(action: Action, f: &Facts, j: JournalFacts) -> Next {
+    if f.staging == Tree::New || f.previous == Tree::New {
+        return Err(inconsistent(
+            f,
+            "the journal says committed but the committed tree is not (only) in the destination",
+        ));
+    }
+    match action {
+        Action::Rollback if j.same_artifact => Err(Refusal::AlreadyCommitted),
+        Action::Commit if !j.same_artifact => Err(Refusal::NotInstalled),
+        Action::Commit if f.dest != Tree::New => Err(inconsistent(
+            f,
+            "the journal says committed but the destination is not this install",
+        )),
+        Action::Install => Err(Refusal::NothingStaged),
+        Action::Prepare => Ok(Some(remove_leftovers(f).unwrap_or(Step::ClearJournal))),
+        Action::Rollback | Action::Commit | Action::Failure | Action::Cleanup => {
+            Ok(remove_leftovers(f))
+        }
     }
 }
 
@@ -369,8 +406,13 @@ fn back_from_swapping(f: &Facts, j: JournalFacts) -> Next {
 
 /// `rolling-back`: while the destination holds the new tree nothing has
 /// moved; once it does not, whatever is at staging or previous is the
-/// rejected tree and only needs deleting.
-fn roll_back(f: &Facts, j: JournalFacts, start_service: bool) -> Next {
+/// rejected tree. The old version is back then and the unit restarts;
+/// with `finish`, the rejected tree is deleted and the journal removed.
+/// Without it (ArtifactRollback) the journal stays `rolling-back`, naming
+/// the rejected tree as garbage for ArtifactFailure, Cleanup or the next
+/// Download, so neither the unit nor the rollback waits for a large tree
+/// to be deleted.
+fn roll_back(f: &Facts, j: JournalFacts, start_service: bool, finish: bool) -> Next {
     use Tree::*;
     let fresh = j.fresh_install;
     if f.dest == New {
@@ -400,11 +442,14 @@ fn roll_back(f: &Facts, j: JournalFacts, start_service: bool) -> Next {
             _ => Err(inconsistent(f, "the previous version is missing")),
         };
     }
-    if let Some(step) = remove_leftovers(f) {
-        return Ok(Some(step));
-    }
     if start_service && j.service_was_active && f.service_active == Some(false) {
         return Ok(Some(Step::StartService));
+    }
+    if !finish {
+        return Ok(None);
+    }
+    if let Some(step) = remove_leftovers(f) {
+        return Ok(Some(step));
     }
     Ok(Some(Step::ClearJournal))
 }

@@ -22,7 +22,12 @@ struct Setup {
 }
 
 fn setup(name: &str, flavor: Flavor) -> Setup {
+    setup_with(name, flavor, None)
+}
+
+fn setup_with(name: &str, flavor: Flavor, download: Option<&str>) -> Setup {
     let s = Sandbox::new(name);
+    s.configure(download);
     make_v1(&s.src("v1"));
     make_v2(&s.src("v2"));
     let mut d = s.driver(flavor);
@@ -57,24 +62,41 @@ fn recover(s: &Sandbox, flavor: Flavor, artifact: &Artifact, states: &[&str]) {
 
 fn assert_clean(s: &Sandbox, want: &Manifest, why: &str) {
     assert_eq!(&manifest(&s.root()).below_top(), want, "{why}");
-    assert!(s.journals().is_empty(), "{why}: {:?}", s.journals());
+    assert!(
+        s.unfinished_journals().is_empty(),
+        "{why}: {:?}",
+        s.unfinished_journals()
+    );
 }
 
 #[test]
 fn an_install_killed_anywhere_recovers_to_exactly_the_old_tree() {
+    install_killed_anywhere(None);
+}
+
+#[test]
+fn a_stored_install_killed_anywhere_recovers_to_exactly_the_old_tree() {
+    // The extraction runs in ArtifactInstall, from files/.
+    install_killed_anywhere(Some("store"));
+}
+
+fn install_killed_anywhere(download: Option<&str>) {
     for flavor in [Flavor::Go3, Flavor::Cpp5] {
         let mut fired = BTreeSet::new();
         for point in POINTS {
             for n in 1..=MAX_HITS {
-                let Setup { s, v2, old } =
-                    setup(&format!("crash-install-{flavor:?}-{point}-{n}"), flavor);
+                let Setup { s, v2, old } = setup_with(
+                    &format!("crash-install-{flavor:?}-{download:?}-{point}-{n}"),
+                    flavor,
+                    download,
+                );
                 let mut d = faulty(&s, flavor, point, n);
                 let _ = d.install(&v2);
                 if !killed(&d) {
                     break;
                 }
                 fired.insert(*point);
-                let why = format!("{flavor:?} {point}#{n}: {:?}", d.sequence());
+                let why = format!("{flavor:?} {download:?} {point}#{n}: {:?}", d.sequence());
                 recover(
                     &s,
                     flavor,
@@ -101,38 +123,52 @@ fn an_install_killed_anywhere_recovers_to_exactly_the_old_tree() {
 
 #[test]
 fn a_rollback_killed_anywhere_and_run_again_restores_the_old_tree() {
+    // The rollback's work is spread over the states the client runs for
+    // it: ArtifactRollback puts the old tree back (and the journal stays
+    // `rolling-back`), ArtifactFailure or Cleanup deletes the rejected one
+    // and the journal. Each is killed at every point.
     for flavor in [Flavor::Go3, Flavor::Cpp5] {
+        // `mender rollback` / `mender-update rollback`.
+        let sequence: &[&str] = match flavor {
+            Flavor::Go3 => &["ArtifactRollback", "Cleanup"],
+            Flavor::Cpp5 => &["ArtifactRollback", "ArtifactFailure", "Cleanup"],
+        };
         let mut fired = BTreeSet::new();
-        for point in POINTS {
-            for n in 1..=MAX_HITS {
-                let Setup { s, v2, old } =
-                    setup(&format!("crash-rollback-{flavor:?}-{point}-{n}"), flavor);
-                s.driver(flavor).install(&v2).unwrap();
-                let mut d = faulty(&s, flavor, point, n);
-                let c = d.call("ArtifactRollback");
-                if c.status.is_some() {
-                    assert!(c.success(), "{c:?}");
-                    break;
+        for (k, state) in sequence.iter().enumerate() {
+            for point in POINTS {
+                for n in 1..=MAX_HITS {
+                    let Setup { s, v2, old } = setup(
+                        &format!("crash-rollback-{flavor:?}-{state}-{point}-{n}"),
+                        flavor,
+                    );
+                    s.driver(flavor).install(&v2).unwrap();
+                    let mut d = s.driver(flavor);
+                    for before in &sequence[..k] {
+                        let c = d.call(before);
+                        assert!(c.success(), "{c:?}");
+                    }
+                    let mut d = faulty(&s, flavor, point, n);
+                    let c = d.call(state);
+                    if c.status.is_some() {
+                        assert!(c.success(), "{c:?}");
+                        break;
+                    }
+                    fired.insert(format!("{state} {point}"));
+                    recover(&s, flavor, &v2, sequence);
+                    assert_clean(&s, &old, &format!("{flavor:?} {state} {point}#{n}"));
                 }
-                fired.insert(*point);
-                recover(
-                    &s,
-                    flavor,
-                    &v2,
-                    &["ArtifactRollback", "ArtifactFailure", "Cleanup"],
-                );
-                assert_clean(&s, &old, &format!("{flavor:?} {point}#{n}"));
             }
         }
+        let finisher = sequence[1];
         for point in [
-            "journal",
-            "exchange",
-            "remove-entry",
-            "remove-tree",
-            "clear-journal",
+            "ArtifactRollback journal".to_owned(),
+            "ArtifactRollback exchange".to_owned(),
+            format!("{finisher} remove-entry"),
+            format!("{finisher} remove-tree"),
+            format!("{finisher} clear-journal"),
         ] {
             assert!(
-                fired.contains(point),
+                fired.contains(&point),
                 "{flavor:?}: {point} never fired: {fired:?}"
             );
         }
@@ -167,9 +203,10 @@ fn a_commit_killed_anywhere_and_run_again_keeps_exactly_the_new_tree() {
                     want.0.insert(key, v.clone());
                 }
                 assert_clean(&s, &want, &format!("{flavor:?} {point}#{n}"));
+                assert_eq!(s.phase().as_deref(), Some("committed"), "{point}#{n}");
             }
         }
-        for point in ["journal", "remove-entry", "remove-tree", "clear-journal"] {
+        for point in ["journal", "remove-entry", "remove-tree"] {
             assert!(
                 fired.contains(point),
                 "{flavor:?}: {point} never fired: {fired:?}"
@@ -213,4 +250,61 @@ fn sigterm_while_waiting_for_the_stream_stops_cleanly_and_cleanup_restores_the_o
     assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
     recover(&s, Flavor::Go3, &v2, &["Cleanup"]);
     assert_clean(&s, &old, "after SIGTERM");
+}
+
+/// The window the tombstone closes: the commit is complete on disk (the
+/// previous version deleted) but the process dies before it exits 0, so
+/// the client takes the commit as failed and rolls back. That rollback
+/// must fail loudly: succeeding would report the old version while the
+/// new one stays.
+#[test]
+fn a_commit_killed_after_completing_makes_the_following_rollback_fail_loudly() {
+    for flavor in [Flavor::Go3, Flavor::Cpp5] {
+        let Setup { s, v2, .. } = setup(&format!("crash-tombstone-{flavor:?}"), flavor);
+        s.driver(flavor).install(&v2).unwrap();
+        let new = manifest(&s.root()).below_top();
+        // ArtifactCommit writes the journal twice, `committing` and then
+        // the tombstone; the second write is its last act before exit.
+        let mut d = faulty(&s, flavor, "journal", 2);
+        let c = d.call("ArtifactCommit");
+        assert_eq!(c.status, None, "killed: {c:?}");
+        assert_eq!(s.phase().as_deref(), Some("committed"));
+
+        // The client's error path for a failed commit, in fresh processes.
+        let mut d = s.driver(flavor);
+        d.prepare_tree(&v2).unwrap();
+        let rollback = d.call("ArtifactRollback");
+        assert!(!rollback.success(), "{rollback:?}");
+        let line = error_line(&d, "ArtifactRollback");
+        assert!(
+            line.contains(
+                "cannot roll back demo-2.0: its commit already completed and removed the previous version"
+            ),
+            "{line}"
+        );
+        for state in ["ArtifactFailure", "Cleanup"] {
+            let c = d.call(state);
+            assert!(c.success(), "{c:?}");
+        }
+        // Consistently the new version: one tree, no leftovers, and the
+        // refusal stands however often the client asks.
+        let want_rel: std::collections::BTreeMap<_, _> = new
+            .0
+            .iter()
+            .filter(|(k, _)| !k.starts_with(".demo-app.previous"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(manifest(&s.root()).below_top(), Manifest(want_rel));
+        assert!(!d.call("ArtifactRollback").success());
+        assert_eq!(s.phase().as_deref(), Some("committed"));
+
+        // The next deployment's Download removes the tombstone.
+        make_v3(&s.src("v3"));
+        let mut d = s.driver(flavor);
+        d.install(&s.artifact("demo-3.0", &s.src("v3"), None))
+            .unwrap();
+        assert_eq!(s.phase().as_deref(), Some("swapped"));
+        d.rollback().unwrap();
+        assert_eq!(s.phase(), None, "{:?}", s.journals());
+    }
 }

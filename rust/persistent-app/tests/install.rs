@@ -49,7 +49,16 @@ fn a_first_install_puts_exactly_the_source_tree_in_place() {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["demo-app"], "no staging or previous tree is left");
-        assert!(s.journals().is_empty(), "{:?}", s.journals());
+        assert!(
+            s.unfinished_journals().is_empty(),
+            "{:?}",
+            s.unfinished_journals()
+        );
+        assert_eq!(
+            s.phase().as_deref(),
+            Some("committed"),
+            "the commit's tombstone"
+        );
     }
 }
 
@@ -87,7 +96,7 @@ fn rollback_restores_the_old_tree_byte_for_byte() {
             s.dest().join("etc/old-only.conf").exists(),
             "v1's file is back"
         );
-        assert!(s.journals().is_empty());
+        assert!(s.unfinished_journals().is_empty());
     }
 }
 
@@ -112,7 +121,7 @@ fn commit_keeps_the_new_tree_and_drops_the_previous_one() {
         );
         assert!(!s.root().join(".demo-app.previous").exists());
         assert!(!s.root().join(".demo-app.staging").exists());
-        assert!(s.journals().is_empty());
+        assert!(s.unfinished_journals().is_empty());
     }
 }
 
@@ -206,7 +215,7 @@ fn community_artifacts_install_flat_files_wherever_dest_dir_comes() {
                 before,
                 "{flavor:?} {position}"
             );
-            assert!(s.journals().is_empty());
+            assert!(s.unfinished_journals().is_empty());
         }
     }
 }
@@ -260,7 +269,11 @@ fn payloads_the_client_stored_are_installed_in_artifact_install() {
             !other.exists(),
             "a rolled-back fresh install leaves nothing"
         );
-        assert!(s.journals().is_empty(), "{:?}", s.journals());
+        assert!(
+            s.unfinished_journals().is_empty(),
+            "{:?}",
+            s.unfinished_journals()
+        );
     }
 }
 
@@ -367,7 +380,7 @@ fn a_unit_that_fails_to_start_rolls_back_and_the_old_one_runs_again() {
                 .trim(),
             "active"
         );
-        assert!(s.journals().is_empty());
+        assert!(s.unfinished_journals().is_empty());
     }
 }
 
@@ -395,4 +408,130 @@ fn a_state_waits_for_the_lock_held_by_another() {
     );
     drop(held);
     assert!(child.wait().unwrap().success());
+}
+
+/// `"download": "store"` in the device configuration: Download checks
+/// everything it can without reading the payload and leaves stream-next
+/// alone, the client stores app.tar under files/, ArtifactInstall extracts
+/// it. Under both clients' orders (the C++ one with DownloadWithFileSizes).
+#[test]
+fn store_mode_installs_commits_and_rolls_back_from_the_files_the_client_stored() {
+    for flavor in FLAVORS {
+        let s = Sandbox::new(&format!("store-{flavor:?}"));
+        s.configure(Some("store"));
+        make_v1(&s.src("v1"));
+        make_v2(&s.src("v2"));
+        let stored = |r: Installed| {
+            assert_eq!(
+                r,
+                Installed::AwaitingCommit {
+                    delivery: Delivery::Stored,
+                    supports_rollback: true
+                },
+                "{flavor:?}"
+            )
+        };
+        let mut d = s.driver(flavor);
+        stored(
+            d.install(&s.artifact("demo-1.0", &s.src("v1"), None))
+                .unwrap(),
+        );
+        let download = &d
+            .calls()
+            .iter()
+            .find(|c| c.arg.starts_with("Download"))
+            .unwrap();
+        assert!(
+            download.stderr.contains("download mode \"store\""),
+            "{download:?}"
+        );
+        let install = &d
+            .calls()
+            .iter()
+            .find(|c| c.arg == "ArtifactInstall")
+            .unwrap();
+        assert!(
+            install
+                .stderr
+                .contains("from the payloads the client stored under files/"),
+            "{install:?}"
+        );
+        d.commit().unwrap();
+        assert_eq!(
+            manifest(&s.dest()).content(),
+            manifest(&s.src("v1")).content(),
+            "{flavor:?}"
+        );
+        let before = manifest(&s.root()).below_top();
+
+        stored(
+            d.install(&s.artifact("demo-2.0", &s.src("v2"), None))
+                .unwrap(),
+        );
+        assert_eq!(
+            manifest(&s.dest()).content(),
+            manifest(&s.src("v2")).content()
+        );
+        d.rollback().unwrap();
+        assert_eq!(manifest(&s.root()).below_top(), before, "{flavor:?}");
+        assert!(s.unfinished_journals().is_empty());
+
+        stored(
+            d.install(&s.artifact("demo-2.0", &s.src("v2"), None))
+                .unwrap(),
+        );
+        d.commit().unwrap();
+        assert_eq!(
+            manifest(&s.dest()).content(),
+            manifest(&s.src("v2")).content()
+        );
+        let names: Vec<_> = fs::read_dir(s.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["demo-app"], "no staging or previous tree is left");
+        assert_eq!(s.phase().as_deref(), Some("committed"));
+    }
+}
+
+#[test]
+fn store_mode_refuses_a_pending_install_in_download_before_the_client_stores_anything() {
+    for flavor in FLAVORS {
+        let s = Sandbox::new(&format!("store-pending-{flavor:?}"));
+        s.configure(Some("store"));
+        make_v1(&s.src("v1"));
+        make_v2(&s.src("v2"));
+        let mut d = s.driver(flavor);
+        d.install(&s.artifact("demo-1.0", &s.src("v1"), None))
+            .unwrap();
+        let before = manifest(&s.root()).below_top();
+        assert_eq!(
+            d.install(&s.artifact("demo-2.0", &s.src("v2"), None))
+                .unwrap(),
+            Installed::NotModified
+        );
+        let line = error_line(&d, "Download");
+        assert!(
+            line.contains("demo-1.0 is installed but neither committed nor rolled back"),
+            "{line}"
+        );
+        assert_eq!(manifest(&s.root()).below_top(), before);
+    }
+}
+
+/// A commit the client asks for without anything installed must not be
+/// reported as done.
+#[test]
+fn a_commit_of_an_artifact_that_was_never_installed_fails() {
+    for flavor in FLAVORS {
+        let s = Sandbox::new(&format!("commit-nothing-{flavor:?}"));
+        make_v1(&s.src("v1"));
+        let mut d = s.driver(flavor);
+        d.prepare_tree(&s.artifact("demo-1.0", &s.src("v1"), None))
+            .unwrap();
+        assert!(!d.call("ArtifactCommit").success());
+        let line = error_line(&d, "ArtifactCommit");
+        assert!(line.contains("was not installed"), "{line}");
+        assert!(!s.dest().exists());
+    }
 }

@@ -222,8 +222,20 @@ fn cases(s: &Sandbox) -> Vec<Case> {
 
 #[test]
 fn bad_artifacts_are_refused_in_download_and_leave_nothing_behind() {
+    refused_and_nothing_left(None);
+}
+
+/// With `"download": "store"` whatever needs the payload is refused in
+/// ArtifactInstall instead, with the same line and the same clean result.
+#[test]
+fn bad_artifacts_are_refused_in_store_mode_too_and_leave_nothing_behind() {
+    refused_and_nothing_left(Some("store"));
+}
+
+fn refused_and_nothing_left(download: Option<&str>) {
     for flavor in [Flavor::Go3, Flavor::Cpp5] {
-        let s = Sandbox::new(&format!("refusals-{flavor:?}"));
+        let s = Sandbox::new(&format!("refusals-{flavor:?}-{download:?}"));
+        s.configure(download);
         make_v1(&s.src("v1"));
         make_v2(&s.src("v2"));
         fs::create_dir_all(s.dir.join("elsewhere")).unwrap();
@@ -236,8 +248,12 @@ fn bad_artifacts_are_refused_in_download_and_leave_nothing_behind() {
         for case in cases(&s) {
             d.clear_calls();
             let r = d.install(&case.artifact).unwrap();
-            assert_eq!(r, Installed::NotModified, "{flavor:?} {}", case.what);
-            let line = error_line(&d, "Download");
+            let failed = match (download, r) {
+                (_, Installed::NotModified) => "Download",
+                (Some("store"), Installed::RolledBack) => "ArtifactInstall",
+                (_, r) => panic!("{flavor:?} {download:?} {}: {r:?}", case.what),
+            };
+            let line = error_line(&d, failed);
             assert!(
                 line.contains(&case.want),
                 "{flavor:?} {}: {line}",
@@ -255,10 +271,10 @@ fn bad_artifacts_are_refused_in_download_and_leave_nothing_behind() {
                 case.what
             );
             assert!(
-                s.journals().is_empty(),
+                s.unfinished_journals().is_empty(),
                 "{flavor:?} {}: {:?}",
                 case.what,
-                s.journals()
+                s.unfinished_journals()
             );
             assert_eq!(fs::read_dir(s.dir.join("elsewhere")).unwrap().count(), 0);
         }

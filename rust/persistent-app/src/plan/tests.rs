@@ -90,38 +90,81 @@ fn commit_declares_the_previous_tree_garbage_before_deleting_it() {
     );
     assert_eq!(
         plan(Action::Commit, &f).unwrap(),
-        [Journal(Phase::Committing), Remove(Previous), ClearJournal]
+        [
+            Journal(Phase::Committing),
+            Remove(Previous),
+            Journal(Phase::Committed)
+        ]
     );
 }
 
 #[test]
-fn rollback_exchanges_back_then_deletes_the_rejected_tree() {
+fn a_completed_commit_leaves_a_tombstone_that_refuses_rollback_until_the_next_download() {
+    let f = facts(
+        journal(Phase::Committed),
+        Tree::New,
+        Tree::Absent,
+        Tree::Absent,
+    );
+    assert_eq!(plan(Action::Rollback, &f), Err(Refusal::AlreadyCommitted));
+    for action in [Action::Commit, Action::Failure, Action::Cleanup] {
+        assert_eq!(plan(action, &f).unwrap(), [], "{action:?}");
+    }
+    assert_eq!(plan(Action::Prepare, &f).unwrap(), [ClearJournal]);
+    // Another artifact's states: nothing of it was installed.
+    let mut other = journal(Phase::Committed);
+    other.as_mut().unwrap().same_artifact = false;
+    let f = facts(other, Tree::New, Tree::Absent, Tree::Absent);
+    assert_eq!(plan(Action::Rollback, &f).unwrap(), []);
+    assert_eq!(plan(Action::Commit, &f), Err(Refusal::NotInstalled));
+}
+
+#[test]
+fn a_commit_without_any_journal_is_refused_rather_than_reported_done() {
+    let f = facts(None, Tree::Other, Tree::Absent, Tree::Absent);
+    assert_eq!(plan(Action::Commit, &f), Err(Refusal::NotInstalled));
+    assert_eq!(plan(Action::Rollback, &f).unwrap(), []);
+}
+
+#[test]
+fn rollback_exchanges_back_and_restarts_the_unit_and_the_next_state_deletes_the_rejected_tree() {
     let mut j = journal(Phase::Swapped);
     j.as_mut().unwrap().service_was_active = true;
     let mut f = facts(j, Tree::New, Tree::Absent, Tree::Other);
     f.service_active = Some(true);
+    let steps = plan(Action::Rollback, &f).unwrap();
     assert_eq!(
-        plan(Action::Rollback, &f).unwrap(),
+        steps,
         [
             Journal(Phase::RollingBack),
             StopService,
             Exchange(Previous, Dest),
-            Remove(Previous),
-            StartService,
-            ClearJournal
+            StartService
         ]
     );
+    // O(1): the rejected tree waits at the previous slot, named garbage by
+    // the journal, for ArtifactFailure or Cleanup (or the next Download).
+    let mut after = f;
+    for step in steps {
+        apply(&mut after, step);
+    }
+    assert_eq!(plan(Action::Rollback, &after).unwrap(), []);
+    for action in [Action::Failure, Action::Cleanup, Action::Prepare] {
+        assert_eq!(
+            plan(action, &after).unwrap(),
+            [Remove(Previous), ClearJournal]
+        );
+    }
+    for action in [Action::Install, Action::Commit] {
+        assert_eq!(plan(action, &after), Err(Refusal::RollbackInProgress));
+    }
+
     let mut j = journal(Phase::Swapped);
     j.as_mut().unwrap().fresh_install = true;
     let f = facts(j, Tree::New, Tree::Absent, Tree::Absent);
     assert_eq!(
         plan(Action::Rollback, &f).unwrap(),
-        [
-            Journal(Phase::RollingBack),
-            Rename(Dest, Staging),
-            Remove(Staging),
-            ClearJournal
-        ]
+        [Journal(Phase::RollingBack), Rename(Dest, Staging)]
     );
 }
 
@@ -154,7 +197,7 @@ fn rollback_after_commit_began_is_refused_and_cleanup_finishes_the_commit() {
     assert_eq!(plan(Action::Rollback, &f), Err(Refusal::CommitStarted));
     assert_eq!(
         plan(Action::Cleanup, &f).unwrap(),
-        [Remove(Previous), ClearJournal]
+        [Remove(Previous), Journal(Phase::Committed)]
     );
 }
 
@@ -281,20 +324,30 @@ fn every_combination_terminates_with_well_formed_steps() {
             // Completed requests leave the journal in a phase that says
             // what happened; only these end states are possible.
             let end = sim.journal.map(|j| j.phase);
+            let other = f.journal.is_some_and(|j| !j.same_artifact);
+            let committed = end == Some(Phase::Committed);
             match action {
                 Action::Install => assert_eq!(end, Some(Phase::Swapped), "{f:?} {steps:?}"),
-                Action::Commit | Action::Rollback | Action::Prepare => assert!(
-                    end.is_none() || !f.journal.unwrap().same_artifact,
-                    "{action:?} {f:?} {steps:?}"
-                ),
-                Action::Failure => assert!(
-                    end.is_none() || !f.journal.unwrap().same_artifact,
-                    "{f:?} {steps:?}"
-                ),
+                // A commit always ends in the tombstone, never in silence.
+                Action::Commit => assert!(committed && !other, "{f:?} {steps:?}"),
+                Action::Prepare => assert!(end.is_none() || other, "{f:?} {steps:?}"),
+                // A rollback leaves no journal, or `rolling-back` naming the
+                // rejected tree for the next state to delete (never with
+                // the new tree in the destination); a tombstone of this
+                // artifact refuses it.
+                Action::Rollback => {
+                    assert!(
+                        end.is_none()
+                            || other
+                            || (end == Some(Phase::RollingBack) && sim.dest != Tree::New),
+                        "{f:?} {steps:?}"
+                    )
+                }
+                Action::Failure => {
+                    assert!(end.is_none() || committed || other, "{f:?} {steps:?}")
+                }
                 Action::Cleanup => assert!(
-                    end.is_none()
-                        || end == Some(Phase::Swapped)
-                        || !f.journal.unwrap().same_artifact,
+                    end.is_none() || committed || end == Some(Phase::Swapped) || other,
                     "{f:?} {steps:?}"
                 ),
             }
@@ -443,7 +496,10 @@ impl World {
             (None, None),
             "{why}: {self:?}"
         );
-        assert_eq!(self.journal, None, "{why}: {self:?}");
+        assert!(
+            self.journal.is_none() || self.journal.map(|j| j.phase) == Some(Phase::Committed),
+            "{why}: {self:?}"
+        );
         if self.service.is_some() && dest.is_some() {
             assert_eq!(
                 self.service,
@@ -547,8 +603,9 @@ fn a_commit_cut_anywhere_and_run_again_keeps_exactly_the_new_tree() {
             // afterwards it is refused and the error states finish the commit.
             let mut w = installed;
             w.act(Action::Commit, cut).unwrap();
-            let committing = w.journal.map(|j| j.phase) == Some(Phase::Committing);
-            let want = if committing || w.journal.is_none() {
+            let phase = w.journal.map(|j| j.phase);
+            let committing = matches!(phase, Some(Phase::Committing | Phase::Committed));
+            let want = if committing {
                 Some(Content::New)
             } else {
                 (!fresh).then_some(Content::Old)
@@ -580,4 +637,28 @@ fn a_download_after_a_completed_deployment_starts_from_a_clean_slate() {
     w.act(Action::Commit, Some((1, Some(true)))).unwrap();
     w.act(Action::Prepare, None).unwrap();
     w.assert_only(Some(Content::New), "prepare finishes an interrupted commit");
+    assert_eq!(w.journal, None, "and removes the tombstone");
+}
+
+#[test]
+fn a_commit_that_completed_but_was_not_reported_refuses_the_rollback_that_follows() {
+    for (fresh, service, atomic) in scenarios() {
+        let mut w = World::after_download(fresh, service, atomic);
+        w.act(Action::Install, None).unwrap();
+        w.act(Action::Commit, None).unwrap();
+        // The process died before exiting 0: the client rolls back.
+        assert_eq!(
+            w.act(Action::Rollback, None),
+            Err(Refusal::AlreadyCommitted)
+        );
+        w.act(Action::Failure, None).unwrap();
+        w.act(Action::Cleanup, None).unwrap();
+        w.assert_only(Some(Content::New), "the committed tree stays");
+        assert_eq!(
+            w.act(Action::Rollback, None),
+            Err(Refusal::AlreadyCommitted)
+        );
+        w.act(Action::Prepare, None).unwrap();
+        assert_eq!(w.journal, None);
+    }
 }

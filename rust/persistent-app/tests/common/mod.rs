@@ -27,13 +27,22 @@ impl Sandbox {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("apps")).unwrap();
         fs::create_dir_all(dir.join("src")).unwrap();
-        let conf = serde_json::json!({
-            "allowed_roots": [dir.join("apps")],
-            "state_dir": dir.join("state"),
+        let s = Sandbox { dir };
+        s.configure(None);
+        s
+    }
+
+    /// Writes the device configuration, with `download` set when given.
+    pub fn configure(&self, download: Option<&str>) {
+        let mut conf = serde_json::json!({
+            "allowed_roots": [self.dir.join("apps")],
+            "state_dir": self.dir.join("state"),
             "service_start_timeout_seconds": 5,
         });
-        fs::write(dir.join("persistent-app.conf"), conf.to_string()).unwrap();
-        Sandbox { dir }
+        if let Some(mode) = download {
+            conf["download"] = serde_json::json!(mode);
+        }
+        fs::write(self.dir.join("persistent-app.conf"), conf.to_string()).unwrap();
     }
 
     pub fn root(&self) -> PathBuf {
@@ -69,7 +78,27 @@ impl Sandbox {
             .payload(PayloadFile::bytes("app.tar", tar))
     }
 
-    /// The journals left in the state directory.
+    /// The journals of unfinished updates: every journal but a completed
+    /// commit's tombstone.
+    pub fn unfinished_journals(&self) -> Vec<String> {
+        self.journals()
+            .into_iter()
+            .filter(|name| {
+                let text = fs::read_to_string(self.state().join(name)).unwrap();
+                let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+                j["phase"] != "committed"
+            })
+            .collect()
+    }
+
+    /// The phase in demo-app's journal, if it has one.
+    pub fn phase(&self) -> Option<String> {
+        let text = fs::read_to_string(self.state().join("demo-app.json")).ok()?;
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        Some(j["phase"].as_str().unwrap().to_owned())
+    }
+
+    /// Every file in the state directory.
     pub fn journals(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.state())
             .map(|it| {
