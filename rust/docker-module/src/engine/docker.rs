@@ -1,0 +1,473 @@
+//! The engine seam over bollard and the engine's unix socket. A module is one
+//! short process per state, so each call blocks on a small current-thread
+//! runtime instead of making the module async.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, DeviceMapping, HealthConfig, HealthStatusEnum,
+    HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use mender_module_protocol::signal;
+use tokio::runtime::Runtime;
+
+use super::{
+    Container, CreateRequest, Credentials, DataRoot, Engine, EngineError, ErrorKind, Health, Image,
+    MountUse, Result,
+};
+use crate::fault;
+use docker_spec::{ContainerSpec, ImageRef};
+
+pub struct DockerEngine {
+    runtime: Runtime,
+    docker: Docker,
+    socket: String,
+}
+
+fn kind_of(e: &BollardError) -> ErrorKind {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        } => ErrorKind::NotFound,
+        BollardError::DockerResponseServerError {
+            status_code: 409, ..
+        } => ErrorKind::Conflict,
+        BollardError::DockerResponseServerError { .. } | BollardError::DockerStreamError { .. } => {
+            ErrorKind::Other
+        }
+        BollardError::SocketNotFoundError(_)
+        | BollardError::HyperResponseError { .. }
+        | BollardError::RequestTimeoutError
+        | BollardError::IOError { .. } => ErrorKind::Unreachable,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn message_of(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{} (HTTP {status_code})", message.trim()),
+        BollardError::DockerStreamError { error } => error.trim().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn err<'a>(op: &'static str, target: &'a str) -> impl FnOnce(BollardError) -> EngineError + 'a {
+    move |e| EngineError::new(op, target, kind_of(&e), message_of(&e))
+}
+
+/// Turns "already gone" into success.
+fn gone_ok(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+impl DockerEngine {
+    /// Connects to `socket` (a path) and settles the API version with the
+    /// engine, so that a 20.10 engine (API 1.41) and a 25.x one both work.
+    pub fn connect(socket: &str, request_timeout: Duration) -> Result<DockerEngine> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                EngineError::new("start", "the I/O runtime", ErrorKind::Other, e.to_string())
+            })?;
+        let unreachable = |e: BollardError| {
+            EngineError::new(
+                "connect to",
+                socket,
+                ErrorKind::Unreachable,
+                format!("{}; is dockerd running, and is \"socket\" in the module's configuration right?", message_of(&e)),
+            )
+        };
+        let docker = Docker::connect_with_unix(
+            socket,
+            request_timeout.as_secs().max(1),
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(unreachable)?;
+        let docker = runtime
+            .block_on(docker.negotiate_version())
+            .map_err(unreachable)?;
+        Ok(DockerEngine {
+            runtime,
+            docker,
+            socket: socket.to_owned(),
+        })
+    }
+
+    fn inspect(&self, id_or_name: &str) -> Result<Option<Container>> {
+        match self
+            .runtime
+            .block_on(self.docker.inspect_container(id_or_name, None))
+        {
+            Ok(c) => Ok(Some(container_from(c))),
+            Err(e) if kind_of(&e) == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err("inspect container", id_or_name)(e)),
+        }
+    }
+}
+
+fn container_from(c: ContainerInspectResponse) -> Container {
+    let mut out = Container::new(
+        c.id.as_deref().unwrap_or_default(),
+        c.name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/'),
+    );
+    out.image_id = c.image.unwrap_or_default();
+    out.restart_count = c.restart_count.unwrap_or(0).max(0) as u64;
+    if let Some(config) = c.config {
+        out.labels = config.labels.unwrap_or_default().into_iter().collect();
+    }
+    if let Some(state) = c.state {
+        out.running = state.running.unwrap_or(false);
+        out.restarting = state.restarting.unwrap_or(false);
+        out.exit_code = state.exit_code.unwrap_or(0);
+        if let Some(health) = state.health {
+            out.health = match health.status {
+                Some(HealthStatusEnum::STARTING) => Health::Starting,
+                Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+                Some(HealthStatusEnum::UNHEALTHY) => {
+                    let last = health
+                        .log
+                        .unwrap_or_default()
+                        .into_iter()
+                        .last()
+                        .and_then(|r| r.output)
+                        .unwrap_or_default();
+                    Health::Unhealthy(last.split_whitespace().collect::<Vec<_>>().join(" "))
+                }
+                _ => Health::None,
+            };
+        }
+    }
+    if let Some(hc) = c.host_config {
+        out.network_mode = hc.network_mode.unwrap_or_default();
+        for (port, bindings) in hc.port_bindings.unwrap_or_default() {
+            let proto = port.split_once('/').map_or("tcp", |(_, p)| p).to_owned();
+            for b in bindings.unwrap_or_default() {
+                if let Some(Ok(p)) = b.host_port.as_deref().map(str::parse::<u16>) {
+                    out.published.push((p, proto.clone()));
+                }
+            }
+        }
+        out.published.sort();
+        out.devices = hc
+            .devices
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|d| d.path_on_host)
+            .collect();
+    }
+    for m in c.mounts.unwrap_or_default() {
+        let named = m.name.is_some();
+        let source = match m.name {
+            Some(n) => n,
+            None => m.source.unwrap_or_default(),
+        };
+        out.mounts.push(MountUse {
+            source,
+            named_volume: named,
+            read_write: m.rw.unwrap_or(true),
+        });
+    }
+    out
+}
+
+fn nanos(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The create body the engine's API takes for one spec.
+pub fn create_body(spec: &ContainerSpec, labels: &HashMap<String, String>) -> ContainerCreateBody {
+    let mut binds: Vec<String> = spec.binds.iter().map(|b| b.to_engine()).collect();
+    for v in &spec.volumes {
+        binds.push(if v.read_only {
+            format!("{}:{}:ro", v.name, v.target)
+        } else {
+            format!("{}:{}", v.name, v.target)
+        });
+    }
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut exposed = Vec::new();
+    for p in &spec.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        if let Some(host) = p.host_port {
+            port_bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: p.host_ip.clone(),
+                    host_port: Some(host.to_string()),
+                });
+        }
+    }
+    let restart = match spec.restart {
+        docker_spec::RestartPolicy::No => RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        },
+        docker_spec::RestartPolicy::Always => RestartPolicy {
+            name: Some(RestartPolicyNameEnum::ALWAYS),
+            maximum_retry_count: None,
+        },
+        docker_spec::RestartPolicy::UnlessStopped => RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        },
+        docker_spec::RestartPolicy::OnFailure(n) => RestartPolicy {
+            name: Some(RestartPolicyNameEnum::ON_FAILURE),
+            maximum_retry_count: n.map(i64::from),
+        },
+    };
+    let host_config = HostConfig {
+        binds: (!binds.is_empty()).then_some(binds),
+        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        network_mode: spec.network_mode.clone(),
+        restart_policy: Some(restart),
+        privileged: Some(spec.privileged),
+        cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+        cap_drop: (!spec.cap_drop.is_empty()).then(|| spec.cap_drop.clone()),
+        devices: (!spec.devices.is_empty()).then(|| {
+            spec.devices
+                .iter()
+                .map(|d| DeviceMapping {
+                    path_on_host: Some(d.host.clone()),
+                    path_in_container: Some(d.container.clone()),
+                    cgroup_permissions: Some(d.permissions.clone()),
+                })
+                .collect()
+        }),
+        readonly_rootfs: Some(spec.read_only),
+        tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+            spec.tmpfs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        log_config: spec.log.as_ref().map(|l| HostConfigLogConfig {
+            typ: Some(l.driver.clone()),
+            config: Some(
+                l.options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+        }),
+        memory: spec
+            .memory_bytes
+            .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+        nano_cpus: spec.nano_cpus.map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.pinned()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: (!spec.env.is_empty())
+            .then(|| spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels.clone()),
+        user: spec.user.clone(),
+        working_dir: spec.workdir.clone(),
+        hostname: spec.hostname.clone(),
+        tty: Some(spec.tty),
+        open_stdin: Some(spec.open_stdin),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
+            test: (!h.test.is_empty()).then(|| h.test.clone()),
+            interval: nanos(h.interval),
+            timeout: nanos(h.timeout),
+            start_period: nanos(h.start_period),
+            retries: h.retries.map(i64::from),
+            start_interval: None,
+        }),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+impl Engine for DockerEngine {
+    fn containers(&mut self) -> Result<Vec<Container>> {
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let list = self
+            .runtime
+            .block_on(self.docker.list_containers(Some(options)))
+            .map_err(err("list containers on", &self.socket))?;
+        let mut out = Vec::new();
+        for summary in list {
+            let Some(id) = summary.id else { continue };
+            // A container removed between the list and the inspect is simply gone.
+            if let Some(c) = self.inspect(&id)? {
+                out.push(c);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn container(&mut self, id_or_name: &str) -> Result<Option<Container>> {
+        self.inspect(id_or_name)
+    }
+
+    fn image(&mut self, reference: &str) -> Result<Option<Image>> {
+        match self.runtime.block_on(self.docker.inspect_image(reference)) {
+            Ok(i) => Ok(Some(Image {
+                id: i.id.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+            })),
+            Err(e) if kind_of(&e) == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err("inspect image", reference)(e)),
+        }
+    }
+
+    fn pull(&mut self, image: &ImageRef, credentials: Option<&Credentials>) -> Result<()> {
+        let pinned = image.pinned();
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(&image.repository)
+            .tag(&image.digest)
+            .build();
+        let auth = credentials.map(|c| bollard::auth::DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(c.address.clone()),
+            ..Default::default()
+        });
+        let docker = &self.docker;
+        self.runtime.block_on(async {
+            let mut stream = docker.create_image(Some(options), None, auth);
+            let mut progressed = false;
+            loop {
+                // Wake up now and then: a SIGTERM must end a pull that stalls.
+                let next = tokio::time::timeout(Duration::from_millis(250), stream.next()).await;
+                if signal::terminated() {
+                    return Err(EngineError::new(
+                        "pull",
+                        &pinned,
+                        ErrorKind::Other,
+                        "stopped by SIGTERM; the pull was abandoned",
+                    ));
+                }
+                match next {
+                    Err(_) => continue,
+                    Ok(None) => return Ok(()),
+                    Ok(Some(Err(e))) => return Err(err("pull", &pinned)(e)),
+                    Ok(Some(Ok(info))) => {
+                        if !progressed && info.progress_detail.is_some() {
+                            progressed = true;
+                            fault::point("mid-pull");
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn create(&mut self, request: &CreateRequest) -> Result<String> {
+        let labels: HashMap<String, String> = request
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let body = create_body(&request.spec, &labels);
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&request.name)
+            .build();
+        let created = self
+            .runtime
+            .block_on(self.docker.create_container(Some(options), body))
+            .map_err(err("create container", &request.name))?;
+        Ok(created.id)
+    }
+
+    fn start(&mut self, id_or_name: &str) -> Result<()> {
+        self.runtime
+            .block_on(self.docker.start_container(id_or_name, None))
+            .map_err(err("start container", id_or_name))
+    }
+
+    fn stop(&mut self, id_or_name: &str, timeout: Duration) -> Result<()> {
+        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(secs).build();
+        match self
+            .runtime
+            .block_on(self.docker.stop_container(id_or_name, Some(options)))
+        {
+            // 304: already stopped.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            other => other.map_err(err("stop container", id_or_name)),
+        }
+    }
+
+    fn rename(&mut self, id_or_name: &str, new_name: &str) -> Result<()> {
+        let options = RenameContainerOptionsBuilder::default()
+            .name(new_name)
+            .build();
+        self.runtime
+            .block_on(self.docker.rename_container(id_or_name, options))
+            .map_err(err("rename container", id_or_name))
+    }
+
+    fn remove_container(&mut self, id_or_name: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        gone_ok(
+            self.runtime
+                .block_on(self.docker.remove_container(id_or_name, Some(options)))
+                .map_err(err("remove container", id_or_name)),
+        )
+    }
+
+    fn remove_image(&mut self, reference: &str) -> Result<()> {
+        let options = RemoveImageOptionsBuilder::default().build();
+        gone_ok(
+            self.runtime
+                .block_on(self.docker.remove_image(reference, Some(options), None))
+                .map(|_| ())
+                .map_err(err("remove image", reference)),
+        )
+    }
+
+    fn remove_volume(&mut self, name: &str) -> Result<()> {
+        let options = RemoveVolumeOptionsBuilder::default().build();
+        gone_ok(
+            self.runtime
+                .block_on(self.docker.remove_volume(name, Some(options)))
+                .map_err(err("remove volume", name)),
+        )
+    }
+
+    fn data_root(&mut self) -> Result<DataRoot> {
+        let info = self
+            .runtime
+            .block_on(self.docker.info())
+            .map_err(err("query the data root of", &self.socket))?;
+        let path = PathBuf::from(info.docker_root_dir.unwrap_or_default());
+        // The statvfs field types differ between targets (u32 on some 32-bit ones).
+        #[allow(clippy::unnecessary_cast)]
+        let free_bytes = nix::sys::statvfs::statvfs(&path)
+            .ok()
+            .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64));
+        Ok(DataRoot { path, free_bytes })
+    }
+}

@@ -1,0 +1,687 @@
+//! The only code that acts: it runs plans against the engine, moves the
+//! journal on, and checks for SIGTERM between steps. Each function is one
+//! state's work and can run again in a fresh process after a crash at any
+//! point, because it decides from the journal and what the engine reports.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use docker_spec::{ImageRef, Release};
+use mender_module_protocol::signal;
+
+use crate::config::Config;
+use crate::engine::{Container, Credentials, Engine, EngineError, ErrorKind};
+use crate::health::{self, GateError};
+use crate::journal::{Journal, JournalError, Phase, ReleaseRecord, Update};
+use crate::labels::{self, Identity};
+use crate::plan::{self, Op, PlanError};
+use crate::{fault, log};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error(transparent)]
+    Protocol(#[from] mender_module_protocol::Error),
+    /// A refusal with its reason and what to do.
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub type Result<T, E = DeployError> = std::result::Result<T, E>;
+
+/// ArtifactCommit: accept the release. Removal waits for Cleanup, so a
+/// rollback after a commit that died on the way still finds the old set. It
+/// needs no engine: a commit must not fail because the engine is busy.
+pub fn commit(journal: &mut Journal, artifact: &str) -> Result<()> {
+    let Some(u) = journal.update_for(artifact) else {
+        log!("no update of {artifact} in progress; nothing to commit");
+        return Ok(());
+    };
+    match u.phase {
+        Phase::Commit => Ok(()),
+        Phase::Installed => {
+            if let Some(u) = journal.update_mut() {
+                u.phase = Phase::Commit;
+            }
+            journal.save("commit")?;
+            log!("committed {artifact}");
+            Ok(())
+        }
+        other => Err(DeployError::Refused(format!(
+            "{artifact} cannot be committed: its install did not complete (phase {}); roll it back",
+            other.as_str()
+        ))),
+    }
+}
+
+/// What every state works with.
+pub struct Deployer<'a> {
+    pub engine: &'a mut dyn Engine,
+    pub config: &'a Config,
+    pub journal: &'a mut Journal,
+    /// The header's artifact name.
+    pub artifact: &'a str,
+    /// How often the health gate looks (short in tests).
+    pub poll: Duration,
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Unique enough to tell two installs of one stack apart.
+pub fn new_install_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in nanos
+        .to_le_bytes()
+        .iter()
+        .chain(std::process::id().to_le_bytes().iter())
+    {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:010x}", hash & 0xff_ffff_ffff)
+}
+
+/// The images of a release, each once, in order.
+fn release_images(release: &Release) -> Vec<&ImageRef> {
+    let mut out: Vec<&ImageRef> = Vec::new();
+    for c in &release.containers {
+        if !out.iter().any(|i| i.pinned() == c.image.pinned()) {
+            out.push(&c.image);
+        }
+    }
+    out
+}
+
+/// The credentials to pull `image` with. The release's registry is used only
+/// for images on that registry's address: credentials never go to another host.
+pub fn credentials_for<'c>(
+    release: &Release,
+    config: &'c Config,
+    image: &ImageRef,
+) -> Result<Option<&'c Credentials>> {
+    match &release.registry {
+        Some(name) => {
+            let creds = config.registries.get(name).ok_or_else(|| {
+                DeployError::Refused(format!(
+                    "the release pulls through registry {name:?}, which {} does not configure; add \"registries\": {{\"{name}\": {{\"address\", \"username\", \"password\"}}}} there (readable by root only)",
+                    config.path.display()
+                ))
+            })?;
+            if creds.address == image.registry() {
+                Ok(Some(creds))
+            } else {
+                log!(
+                    "image {image} is not on registry {name:?} ({}); pulling it without credentials",
+                    creds.address
+                );
+                Ok(None)
+            }
+        }
+        None => Ok(config
+            .registries
+            .values()
+            .find(|c| c.address == image.registry())),
+    }
+}
+
+impl Deployer<'_> {
+    fn update(&mut self) -> &mut Update {
+        self.journal
+            .update_mut()
+            .expect("callers record an update before changing it")
+    }
+
+    fn save(&mut self, point: &str) -> Result<()> {
+        self.journal.save(point)?;
+        Ok(())
+    }
+
+    /// Finishes an update of another artifact that the client gave up on
+    /// without our Cleanup, or refuses when one is still undecided.
+    fn settle_abandoned(&mut self, keep: &[String]) -> Result<()> {
+        let Some(u) = self.journal.state.update.clone() else {
+            return Ok(());
+        };
+        if u.artifact == self.artifact {
+            return Ok(());
+        }
+        match u.phase {
+            Phase::Download | Phase::RolledBack => {
+                log!(
+                    "finishing the cleanup of the abandoned update to {} of stack {}",
+                    u.artifact,
+                    self.journal.state.stack
+                );
+                self.drop_pulled(keep)?;
+                self.journal.state.update = None;
+                self.save("cleared")
+            }
+            Phase::Commit => {
+                log!(
+                    "finishing the commit of {} of stack {} first",
+                    u.artifact,
+                    self.journal.state.stack
+                );
+                self.collect_garbage()
+            }
+            Phase::Install | Phase::Installed => Err(DeployError::Refused(format!(
+                "stack {} is in the middle of an update to {} (phase {}); commit or roll it back first (mender commit / mender rollback)",
+                self.journal.state.stack,
+                u.artifact,
+                u.phase.as_str()
+            ))),
+        }
+    }
+
+    /// Download: validate against the device, check the disk, pull by digest
+    /// and verify. Stops nothing.
+    pub fn download(&mut self, release: &Release) -> Result<()> {
+        let images = release_images(release);
+        let pinned: Vec<String> = images.iter().map(|i| i.pinned()).collect();
+        for image in &images {
+            credentials_for(release, self.config, image)?;
+        }
+        self.settle_abandoned(&pinned)?;
+        if let Some(u) = self.journal.update_for(self.artifact) {
+            if u.phase.switched() {
+                return Err(DeployError::Refused(format!(
+                    "{} of stack {} is already being installed (phase {}); commit or roll it back first (mender commit / mender rollback)",
+                    self.artifact,
+                    release.stack,
+                    u.phase.as_str()
+                )));
+            }
+        }
+
+        let mut missing: Vec<&ImageRef> = Vec::new();
+        for image in &images {
+            match self.engine.image(&image.pinned())? {
+                Some(found) if found.has_digest(image) => {
+                    log!("image {image} is already on the device")
+                }
+                _ => missing.push(image),
+            }
+        }
+        // Refuse now what ArtifactInstall would refuse (a name in use by a
+        // container the module does not manage, …): nothing has changed yet.
+        let containers = self.engine.containers()?;
+        plan::install(release, "check", &containers)?;
+        self.check_disk(release, &missing)?;
+
+        let artifact = self.artifact.to_owned();
+        let mut update = match self.journal.state.update.take() {
+            Some(u) if u.artifact == artifact => u,
+            _ => Update::new(&artifact),
+        };
+        update.phase = Phase::Download;
+        update.images = pinned;
+        for m in &missing {
+            let p = m.pinned();
+            if !update.pulled.contains(&p) {
+                update.pulled.push(p);
+            }
+        }
+        self.journal.state.update = Some(update);
+        self.save("download")?;
+
+        for (n, image) in missing.iter().enumerate() {
+            signal::check()?;
+            let creds = credentials_for(release, self.config, image)?;
+            log!(
+                "pulling {image} ({}/{}){}",
+                n + 1,
+                missing.len(),
+                if creds.is_some() {
+                    " with the configured registry credentials"
+                } else {
+                    ""
+                }
+            );
+            self.engine.pull(image, creds)?;
+            fault::point("after-pull");
+            match self.engine.image(&image.pinned())? {
+                Some(found) if found.has_digest(image) => {}
+                Some(found) => {
+                    return Err(DeployError::Refused(format!(
+                        "pulled {image}, but the engine lists its digests as {:?}; the registry served something else, refusing it",
+                        found.repo_digests
+                    )))
+                }
+                None => {
+                    return Err(DeployError::Refused(format!(
+                        "pulled {image}, but the engine does not have it afterwards"
+                    )))
+                }
+            }
+        }
+        log!(
+            "release {} of stack {}: {} container(s), {} image(s) ready",
+            self.artifact,
+            release.stack,
+            release.containers.len(),
+            images.len()
+        );
+        Ok(())
+    }
+
+    /// The size hints of the images still to pull against the free space of
+    /// the engine's data root. Images without a hint are named in the log:
+    /// the check cannot cover them.
+    fn check_disk(&mut self, release: &Release, missing: &[&ImageRef]) -> Result<()> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut need = 0u64;
+        let mut unknown = Vec::new();
+        for image in missing {
+            let hint = release
+                .containers
+                .iter()
+                .filter(|c| &c.image == *image)
+                .filter_map(|c| c.size)
+                .max();
+            match hint {
+                Some(s) => need = need.saturating_add(s),
+                None => unknown.push(image.to_string()),
+            }
+        }
+        for u in &unknown {
+            log!("disk check: image {u} has no size hint, so the check cannot cover it");
+        }
+        let root = self.engine.data_root()?;
+        match root.free_bytes {
+            None => log!(
+                "disk check: cannot examine the engine's data root {} from here; skipped",
+                root.path.display()
+            ),
+            Some(free) if need > free => {
+                return Err(DeployError::Refused(format!(
+                    "not enough disk space: the images still to pull need {} (their size hints) but the engine's data root {} has {} free; free space there (e.g. remove unused images) and retry",
+                    mib(need),
+                    root.path.display(),
+                    mib(free)
+                )))
+            }
+            Some(free) => log!(
+                "disk check: {} needed by size hints, {} free on {}",
+                mib(need),
+                mib(free),
+                root.path.display()
+            ),
+        }
+        Ok(())
+    }
+
+    /// ArtifactInstall: create the new set beside the old one, switch, and
+    /// pass the health gate.
+    pub fn install(&mut self, release: &Release) -> Result<()> {
+        let images = release_images(release);
+        let pinned: Vec<String> = images.iter().map(|i| i.pinned()).collect();
+        self.settle_abandoned(&pinned)?;
+        match self.journal.update_for(self.artifact).map(|u| u.phase) {
+            Some(Phase::Installed) | Some(Phase::Commit) => {
+                log!("release {} is already installed", self.artifact);
+                return Ok(());
+            }
+            Some(Phase::Install) => {
+                log!("an earlier attempt of this install was interrupted; restoring the previous set first");
+                self.restore()?;
+            }
+            _ => {}
+        }
+        for image in &images {
+            match self.engine.image(&image.pinned())? {
+                Some(found) if found.has_digest(image) => {}
+                _ => {
+                    return Err(DeployError::Refused(format!(
+                        "image {image} is not on the device; Download pulls it, so run the whole deployment again"
+                    )))
+                }
+            }
+        }
+        let containers = self.engine.containers()?;
+        let install_id = new_install_id();
+        let plan = plan::install(release, &install_id, &containers)?;
+        for r in &plan.missing_replaced {
+            log!("replaces lists {r}, but no such container exists; nothing to take over");
+        }
+        if let Some(why) = &plan.fallback {
+            log!("start-first is not possible ({why}); using stop-first");
+        }
+        log!(
+            "installing {} of stack {} ({}, install {install_id}): {} old container(s), {} kept",
+            self.artifact,
+            release.stack,
+            plan.strategy.as_str(),
+            plan.old.len(),
+            plan.kept.len()
+        );
+
+        let artifact = self.artifact.to_owned();
+        let mut update = match self.journal.state.update.take() {
+            Some(u) if u.artifact == artifact => u,
+            _ => Update::new(&artifact),
+        };
+        update.phase = Phase::Install;
+        update.images = pinned;
+        update.install_id = Some(install_id.clone());
+        update.strategy = Some(plan.strategy.as_str().to_owned());
+        update.old = plan.old.clone();
+        update.kept = plan.kept.clone();
+        update.purge_volumes = plan.purge_volumes.clone();
+        self.journal.state.update = Some(update);
+        self.save("install")?;
+
+        let timeout = release.health_timeout.unwrap_or(self.config.health_timeout);
+        let identity = Identity {
+            stack: &release.stack,
+            release: self.artifact,
+            install_id: &install_id,
+        };
+        self.execute(&plan.ops, &containers, Some((release, &identity)), timeout)?;
+        self.update().phase = Phase::Installed;
+        self.save("installed")?;
+        log!(
+            "release {} of stack {} is up; waiting for commit",
+            self.artifact,
+            release.stack
+        );
+        Ok(())
+    }
+
+    /// ArtifactCommit, see [`commit`].
+    pub fn commit(&mut self) -> Result<()> {
+        commit(self.journal, self.artifact)
+    }
+
+    /// ArtifactRollback: the previous set, exactly.
+    pub fn rollback(&mut self) -> Result<()> {
+        match self.journal.update_for(self.artifact).map(|u| u.phase) {
+            None => {
+                log!(
+                    "no update of {} in progress; nothing to roll back",
+                    self.artifact
+                );
+                Ok(())
+            }
+            Some(p) if p.switched() => self.restore(),
+            Some(_) => {
+                log!("nothing was switched; the previous set is untouched");
+                Ok(())
+            }
+        }
+    }
+
+    /// ArtifactFailure: previous set back, and what the update pulled gone.
+    pub fn failure(&mut self) -> Result<()> {
+        let Some(phase) = self.journal.update_for(self.artifact).map(|u| u.phase) else {
+            return Ok(());
+        };
+        if phase.switched() {
+            self.restore()?;
+        }
+        self.drop_pulled(&[])
+    }
+
+    /// Cleanup: after a commit, remove the old set and prune images; after a
+    /// failure, leave nothing of the update behind. Clears the update.
+    pub fn cleanup(&mut self) -> Result<()> {
+        let Some(phase) = self.journal.update_for(self.artifact).map(|u| u.phase) else {
+            return Ok(());
+        };
+        match phase {
+            Phase::Commit => self.collect_garbage(),
+            _ => {
+                if phase.switched() {
+                    log!("the update was neither committed nor rolled back; restoring the previous set");
+                    self.restore()?;
+                }
+                self.drop_pulled(&[])?;
+                self.journal.state.update = None;
+                self.save("cleared")
+            }
+        }
+    }
+
+    /// Puts the previous set back and records that.
+    fn restore(&mut self) -> Result<()> {
+        let update = self
+            .journal
+            .state
+            .update
+            .clone()
+            .expect("restore is only called with an update");
+        let containers = self.engine.containers()?;
+        let stack = self.journal.state.stack.clone();
+        let plan = plan::restore(&stack, &update, &containers)?;
+        self.execute(&plan.ops, &containers, None, Duration::ZERO)?;
+        self.update().phase = Phase::RolledBack;
+        self.save("rolled-back")?;
+        if !plan.lost.is_empty() {
+            return Err(DeployError::Refused(format!(
+                "restored the previous set of stack {stack} except {}, which no longer exist(s) and cannot be brought back",
+                plan.lost.join(", ")
+            )));
+        }
+        log!("the previous set of stack {stack} is back");
+        Ok(())
+    }
+
+    fn image_ids<'r>(
+        &mut self,
+        refs: impl Iterator<Item = &'r String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut ids = BTreeMap::new();
+        for r in refs {
+            if ids.contains_key(r) {
+                continue;
+            }
+            if let Some(i) = self.engine.image(r)? {
+                ids.insert(r.clone(), i.id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Removes the images this update pulled that nothing uses (except `keep`).
+    fn drop_pulled(&mut self, keep: &[String]) -> Result<()> {
+        let Some(mut update) = self.journal.state.update.clone() else {
+            return Ok(());
+        };
+        update.pulled.retain(|p| !keep.contains(p));
+        if update.pulled.is_empty() {
+            return Ok(());
+        }
+        let state = self.journal.state.clone();
+        let refs: Vec<String> = update
+            .pulled
+            .iter()
+            .chain(state.current.iter().flat_map(|r| r.images.iter()))
+            .chain(state.previous.iter().flat_map(|r| r.images.iter()))
+            .cloned()
+            .collect();
+        let ids = self.image_ids(refs.iter())?;
+        let containers = self.engine.containers()?;
+        let ops = plan::drop_pulled(
+            &update,
+            state.current.as_ref(),
+            state.previous.as_ref(),
+            &containers,
+            &ids,
+        );
+        self.execute(&ops, &containers, None, Duration::ZERO)?;
+        if let Some(u) = self.journal.update_mut() {
+            u.pulled.clear();
+        }
+        self.save("dropped-pulled")
+    }
+
+    /// After a commit: the old set, its purged volumes and the images no
+    /// longer needed go; the release records move on; the update is cleared.
+    fn collect_garbage(&mut self) -> Result<()> {
+        let state = self.journal.state.clone();
+        let update = state.update.clone().expect("called with an update");
+        let refs: Vec<String> = update
+            .images
+            .iter()
+            .chain(state.current.iter().flat_map(|r| r.images.iter()))
+            .chain(state.previous.iter().flat_map(|r| r.images.iter()))
+            .cloned()
+            .collect();
+        let ids = self.image_ids(refs.iter())?;
+        let containers = self.engine.containers()?;
+        let ops = plan::collect_garbage(
+            &update,
+            state.current.as_ref(),
+            state.previous.as_ref(),
+            &containers,
+            &ids,
+        );
+        self.execute(&ops, &containers, None, Duration::ZERO)?;
+        let s = &mut self.journal.state;
+        s.previous = s.current.take();
+        s.current = Some(ReleaseRecord {
+            artifact: update.artifact.clone(),
+            images: update.images.clone(),
+        });
+        s.update = None;
+        self.save("cleared")?;
+        log!(
+            "release {} of stack {} is now the current one",
+            update.artifact,
+            state.stack
+        );
+        Ok(())
+    }
+
+    /// Runs the operations in order, SIGTERM checked before each.
+    fn execute(
+        &mut self,
+        ops: &[Op],
+        observed: &[Container],
+        creating: Option<(&Release, &Identity<'_>)>,
+        gate_timeout: Duration,
+    ) -> Result<()> {
+        let name_of = |target: &str| -> String {
+            match observed.iter().find(|c| c.id == target) {
+                Some(c) => format!("{} ({})", c.name, short(&c.id)),
+                None => target.to_owned(),
+            }
+        };
+        for op in ops {
+            signal::check()?;
+            match op {
+                Op::Keep { name } => log!("keeping {name}: unchanged and running"),
+                Op::Create { index, name } => {
+                    let (release, identity) =
+                        creating.expect("create operations come with their release");
+                    let spec = &release.containers[*index];
+                    let mut engine_spec = spec.clone();
+                    let mut purge = Vec::new();
+                    for v in &mut engine_spec.volumes {
+                        v.name = plan::engine_volume(v, identity.install_id);
+                        if v.purge_on_deploy {
+                            purge.push(v.name.clone());
+                        }
+                    }
+                    let request = crate::engine::CreateRequest {
+                        name: name.clone(),
+                        labels: labels::for_container(spec, *index, &purge, identity),
+                        spec: engine_spec,
+                    };
+                    let id = self.engine.create(&request)?;
+                    log!("created {name} ({}) from {}", short(&id), spec.image);
+                    fault::point("after-create");
+                }
+                Op::Start { target } => {
+                    self.engine.start(target)?;
+                    log!("started {}", name_of(target));
+                    fault::point("after-start");
+                }
+                Op::Stop { target } => {
+                    self.engine.stop(target, self.config.stop_timeout)?;
+                    log!("stopped {}", name_of(target));
+                    fault::point("after-stop");
+                }
+                Op::Rename { target, to } => {
+                    self.engine.rename(target, to)?;
+                    log!("renamed {} to {to}", name_of(target));
+                    fault::point("after-rename");
+                }
+                Op::Remove { target } => {
+                    match self.engine.stop(target, self.config.stop_timeout) {
+                        Err(e) if e.kind == ErrorKind::NotFound => {}
+                        other => other?,
+                    }
+                    self.engine.remove_container(target)?;
+                    log!("removed container {}", name_of(target));
+                    fault::point("after-remove");
+                }
+                Op::RemoveImage { reference } => {
+                    match self.engine.remove_image(reference) {
+                        Err(e) if e.kind == ErrorKind::Conflict => {
+                            log!(
+                                "kept image {reference}: the engine says it is still in use ({})",
+                                e.message
+                            )
+                        }
+                        other => {
+                            other?;
+                            log!("removed image {reference}");
+                        }
+                    }
+                    fault::point("after-remove-image");
+                }
+                Op::RemoveVolume { name } => {
+                    match self.engine.remove_volume(name) {
+                        Err(e) if e.kind == ErrorKind::Conflict => {
+                            log!("kept volume {name}: still in use ({})", e.message)
+                        }
+                        other => {
+                            other?;
+                            log!("removed volume {name}");
+                        }
+                    }
+                    fault::point("after-remove-volume");
+                }
+                Op::HealthGate { names } => {
+                    log!(
+                        "health gate: waiting up to {}s for {}",
+                        gate_timeout.as_secs(),
+                        names.join(", ")
+                    );
+                    health::wait(
+                        self.engine,
+                        names,
+                        gate_timeout,
+                        self.config.settle,
+                        self.poll,
+                    )?;
+                    log!("health gate passed");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;

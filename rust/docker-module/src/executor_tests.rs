@@ -1,0 +1,505 @@
+//! The executor against the fake engine: whole client sequences, failures at
+//! every engine call followed by the client's recovery in a fresh process
+//! (a new Deployer over the journal re-read from disk), and the refusals that
+//! must leave everything as it was.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use docker_spec::{ContainerSpec, ImageRef, Release, Strategy};
+
+use super::*;
+use crate::engine::fake::FakeEngine;
+use crate::engine::Health;
+
+struct Bench {
+    engine: FakeEngine,
+    config: Config,
+    dir: PathBuf,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+fn image(repo: &str, d: char) -> ImageRef {
+    ImageRef::parse(&format!("reg.example.com:5000/{repo}@{}", digest(d))).unwrap()
+}
+
+fn spec(name: &str, d: char) -> ContainerSpec {
+    let mut s = ContainerSpec::new(name, image(name, d));
+    s.network_mode = Some("none".into());
+    s
+}
+
+fn release(specs: Vec<ContainerSpec>) -> Release {
+    Release {
+        format: docker_spec::Format::Stack(1),
+        stack: "web".into(),
+        strategy: Strategy::StopFirst,
+        health_timeout: Some(Duration::from_secs(2)),
+        registry: None,
+        replaces: vec![],
+        containers: specs,
+    }
+}
+
+impl Bench {
+    fn new(name: &str) -> Bench {
+        let dir = std::env::temp_dir().join(format!("dm-exec-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = Config::defaults(dir.join("docker-module.conf"));
+        config.state_dir = dir.join("state");
+        config.settle = Duration::ZERO;
+        Bench {
+            engine: FakeEngine::new(),
+            config,
+            dir,
+        }
+    }
+
+    fn publish(&mut self, r: &Release) {
+        for c in &r.containers {
+            self.engine.publish(&c.image);
+        }
+    }
+
+    /// One state in a "fresh process": the journal is read from disk.
+    fn state(
+        &mut self,
+        artifact: &str,
+        stack: &str,
+        work: impl FnOnce(&mut Deployer<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut journal = Journal::open(&self.config.state_dir, stack).unwrap();
+        let mut d = Deployer {
+            engine: &mut self.engine,
+            config: &self.config,
+            journal: &mut journal,
+            artifact,
+            poll: Duration::from_millis(1),
+        };
+        work(&mut d)
+    }
+
+    fn journal(&self, stack: &str) -> crate::journal::StackState {
+        Journal::open(&self.config.state_dir, stack).unwrap().state
+    }
+
+    /// Go 3.x `mender install` + `mender commit`.
+    fn deploy(&mut self, artifact: &str, r: &Release) {
+        self.state(artifact, &r.stack, |d| d.download(r)).unwrap();
+        self.state(artifact, &r.stack, |d| d.install(r)).unwrap();
+        self.state(artifact, &r.stack, |d| d.commit()).unwrap();
+        self.state(artifact, &r.stack, |d| d.cleanup()).unwrap();
+    }
+
+    /// The client's error path after a failed ArtifactInstall.
+    fn recover(&mut self, artifact: &str, stack: &str) {
+        self.state(artifact, stack, |d| d.rollback()).unwrap();
+        self.state(artifact, stack, |d| d.failure()).unwrap();
+        self.state(artifact, stack, |d| d.cleanup()).unwrap();
+    }
+
+    /// Names, ids, running state and images: what a user could see.
+    fn view(&self) -> (Vec<(String, String, bool)>, Vec<String>) {
+        let mut c: Vec<(String, String, bool)> = self
+            .engine
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), c.id.clone(), c.running))
+            .collect();
+        c.sort();
+        let mut i: Vec<String> = self
+            .engine
+            .images
+            .iter()
+            .flat_map(|i| i.refs.clone())
+            .collect();
+        i.sort();
+        (c, i)
+    }
+}
+
+#[test]
+fn install_commit_then_upgrade_and_commit_prunes_n_minus_2() {
+    let mut b = Bench::new("upgrade");
+    let v1 = release(vec![spec("db", '1'), spec("web", '1')]);
+    let v2 = release(vec![spec("db", '1'), spec("web", '2')]);
+    let v3 = release(vec![spec("db", '1'), spec("web", '3')]);
+    for r in [&v1, &v2, &v3] {
+        b.publish(r);
+    }
+    b.engine.foreign("monitor", "sha256:foreign");
+    b.deploy("web-1", &v1);
+    assert_eq!(b.engine.running_names(), ["db", "monitor", "web"]);
+    let db_id = b.engine.by_name("db").unwrap().id.clone();
+    let s = b.journal("web");
+    assert_eq!(s.current.unwrap().artifact, "web-1");
+    assert!(s.update.is_none());
+
+    b.deploy("web-2", &v2);
+    assert_eq!(b.engine.running_names(), ["db", "monitor", "web"]);
+    assert_eq!(
+        b.engine.by_name("db").unwrap().id,
+        db_id,
+        "unchanged db kept running"
+    );
+    assert_eq!(
+        b.engine.all_names(),
+        ["db", "monitor", "web"],
+        "old web removed on commit"
+    );
+    assert!(b.engine.has_image(&image("web", '1').pinned()), "n-1 kept");
+
+    b.deploy("web-3", &v3);
+    assert!(
+        !b.engine.has_image(&image("web", '1').pinned()),
+        "n-2 pruned"
+    );
+    assert!(b.engine.has_image(&image("web", '2').pinned()), "n-1 kept");
+    assert!(b.engine.has_image(&image("db", '1').pinned()), "in use");
+    let s = b.journal("web");
+    assert_eq!(s.current.unwrap().artifact, "web-3");
+    assert_eq!(s.previous.unwrap().artifact, "web-2");
+}
+
+#[test]
+fn rollback_restores_exactly_the_previous_set_and_cleanup_leaves_nothing() {
+    let mut b = Bench::new("rollback");
+    let v1 = release(vec![spec("web", '1'), spec("worker", '1')]);
+    let mut v2 = release(vec![spec("web", '2'), spec("api", '2')]);
+    v2.replaces = vec!["legacy".into()];
+    b.publish(&v1);
+    b.publish(&v2);
+    b.engine.foreign("legacy", "sha256:legacy");
+    b.deploy("web-1", &v1);
+    let before = b.view();
+
+    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2)).unwrap();
+    assert_eq!(b.engine.running_names(), ["api", "web"]);
+    assert_eq!(
+        b.engine.all_names(),
+        ["api", "legacy", "web", "web.mender-prev", "worker"]
+    );
+    b.recover("web-2", "web");
+    assert_eq!(b.view(), before, "same containers, ids, states and images");
+    assert!(b.journal("web").update.is_none());
+}
+
+#[test]
+fn a_container_that_exits_fails_the_gate_and_the_recovery_restores() {
+    let mut b = Bench::new("gate");
+    let v1 = release(vec![spec("web", '1')]);
+    let v2 = release(vec![spec("web", '2'), spec("api", '2')]);
+    b.publish(&v1);
+    b.publish(&v2);
+    b.deploy("web-1", &v1);
+    let before = b.view();
+    b.engine.exits_on_start.insert("api".into());
+    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
+    let e = b.state("web-2", "web", |d| d.install(&v2)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "health gate: container api exited with code 1; the previous set will be restored"
+    );
+    b.recover("web-2", "web");
+    assert_eq!(b.view(), before);
+}
+
+#[test]
+fn an_unhealthy_or_slow_container_fails_the_gate() {
+    for (health, want) in [
+        (
+            Health::Unhealthy("boom".into()),
+            "container web is unhealthy (last check: boom)",
+        ),
+        (
+            Health::Starting,
+            "still waiting for web to become healthy after 2s",
+        ),
+    ] {
+        let mut b = Bench::new("unhealthy");
+        let v1 = release(vec![spec("web", '1')]);
+        b.publish(&v1);
+        b.engine.health_on_start.insert("web".into(), health);
+        b.state("web-1", "web", |d| d.download(&v1)).unwrap();
+        let e = b.state("web-1", "web", |d| d.install(&v1)).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+        b.recover("web-1", "web");
+        assert_eq!(b.view(), (vec![], vec![]), "first install: nothing left");
+    }
+}
+
+#[test]
+fn a_failure_at_any_engine_call_of_an_install_is_recovered_in_a_fresh_process() {
+    let v1 = release(vec![spec("web", '1'), spec("worker", '1')]);
+    let mut v2 = release(vec![
+        spec("web", '2'),
+        spec("worker", '1'),
+        spec("api", '2'),
+    ]);
+    v2.replaces = vec!["legacy".into()];
+    let mut v2_start_first = v2.clone();
+    v2_start_first.strategy = Strategy::StartFirst;
+    for r2 in [&v2, &v2_start_first] {
+        let mut n = 1;
+        loop {
+            let mut b = Bench::new("crash");
+            b.publish(&v1);
+            b.publish(r2);
+            b.engine.foreign("legacy", "sha256:legacy");
+            b.engine.foreign("monitor", "sha256:monitor");
+            b.deploy("web-1", &v1);
+            let before = b.view();
+            b.engine.fail_at = Some(b.engine.mutations + n);
+            let download = b.state("web-2", "web", |d| d.download(r2));
+            let failed = match download {
+                Err(_) => {
+                    // The client runs only Cleanup after a failed Download.
+                    b.engine.fail_at = None;
+                    b.state("web-2", "web", |d| d.cleanup()).unwrap();
+                    true
+                }
+                Ok(()) => {
+                    let install = b.state("web-2", "web", |d| d.install(r2));
+                    b.engine.fail_at = None;
+                    if install.is_err() {
+                        b.recover("web-2", "web");
+                        true
+                    } else {
+                        b.recover("web-2", "web");
+                        false
+                    }
+                }
+            };
+            assert_eq!(
+                b.view(),
+                before,
+                "{:?}: failure at mutating call {n}",
+                r2.strategy
+            );
+            assert!(b.journal("web").update.is_none());
+            if !failed {
+                break;
+            }
+            n += 1;
+        }
+        assert!(n > 8, "{n} engine calls covered");
+    }
+}
+
+#[test]
+fn a_failure_at_any_engine_call_after_commit_is_finished_by_the_next_cleanup() {
+    let v1 = release(vec![spec("web", '1')]);
+    let v2 = release(vec![spec("web", '2')]);
+    let v3 = release(vec![spec("web", '3'), spec("api", '3')]);
+    let mut n = 1;
+    loop {
+        let mut b = Bench::new("gc");
+        for r in [&v1, &v2, &v3] {
+            b.publish(r);
+        }
+        b.deploy("web-1", &v1);
+        b.deploy("web-2", &v2);
+        b.state("web-3", "web", |d| d.download(&v3)).unwrap();
+        b.state("web-3", "web", |d| d.install(&v3)).unwrap();
+        b.state("web-3", "web", |d| d.commit()).unwrap();
+        b.engine.fail_at = Some(b.engine.mutations + n);
+        let first = b.state("web-3", "web", |d| d.cleanup());
+        b.engine.fail_at = None;
+        if first.is_err() {
+            // The leftover commit is finished by the next state that opens the stack.
+            b.state("web-3", "web", |d| d.cleanup()).unwrap();
+        }
+        assert_eq!(b.engine.all_names(), ["api", "web"]);
+        assert!(!b.engine.has_image(&image("web", '1').pinned()));
+        assert!(b.engine.has_image(&image("web", '2').pinned()));
+        assert_eq!(b.journal("web").current.unwrap().artifact, "web-3");
+        if first.is_ok() {
+            break;
+        }
+        n += 1;
+    }
+    assert!(n >= 3, "{n}");
+}
+
+#[test]
+fn rollback_after_a_commit_that_died_still_restores() {
+    let mut b = Bench::new("commit-died");
+    let v1 = release(vec![spec("web", '1')]);
+    let v2 = release(vec![spec("web", '2')]);
+    b.publish(&v1);
+    b.publish(&v2);
+    b.deploy("web-1", &v1);
+    let before = b.view();
+    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2)).unwrap();
+    // ArtifactCommit wrote its phase, then the process died: the client rolls back.
+    b.state("web-2", "web", |d| d.commit()).unwrap();
+    b.recover("web-2", "web");
+    assert_eq!(b.view(), before);
+}
+
+#[test]
+fn refusals_in_download_change_nothing() {
+    let mut b = Bench::new("refuse");
+    let v1 = release(vec![spec("web", '1')]);
+    b.publish(&v1);
+    b.deploy("web-1", &v1);
+    b.engine.foreign("api", "sha256:x");
+    let calls = b.engine.calls.len();
+    let before = b.view();
+    let journal = b.journal("web");
+
+    let mut named = release(vec![spec("web", '2')]);
+    named.registry = Some("fleet".into());
+    b.publish(&named);
+    let mut big = release(vec![spec("web", '2')]);
+    big.containers[0].size = Some(10 << 30);
+    b.engine.free_bytes = Some(1 << 30);
+    let clash = release(vec![spec("web", '2'), spec("api", '2')]);
+    let unpublished = release(vec![spec("web", '9')]);
+    for (r, want) in [
+        (&named, "the release pulls through registry \"fleet\", which"),
+        (&big, "not enough disk space: the images still to pull need 10240.0 MiB (their size hints) but the engine's data root /fake/docker has 1024.0 MiB free"),
+        (&clash, "container name api is already used by container api"),
+    ] {
+        let e = b.state("web-2", "web", |d| d.download(r)).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+        assert_eq!(b.engine.calls.len(), calls, "{want}: no engine change");
+        assert_eq!(b.journal("web"), journal, "{want}: no journal change");
+        b.state("web-2", "web", |d| d.cleanup()).unwrap();
+        assert_eq!(b.view(), before);
+    }
+    // A pull that fails leaves a record; Cleanup clears it and changes nothing else.
+    let e = b
+        .state("web-2", "web", |d| d.download(&unpublished))
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot pull"), "{e}");
+    b.state("web-2", "web", |d| d.cleanup()).unwrap();
+    assert_eq!(b.view(), before);
+    assert_eq!(b.journal("web"), journal);
+}
+
+#[test]
+fn credentials_go_only_to_their_registry() {
+    let mut b = Bench::new("creds");
+    b.config.registries.insert(
+        "fleet".into(),
+        crate::engine::Credentials {
+            address: "reg.example.com:5000".into(),
+            username: "dev".into(),
+            password: "secret".into(),
+        },
+    );
+    let mut other = ContainerSpec::new(
+        "other",
+        ImageRef::parse(&format!("elsewhere.example.com/other@{}", digest('5'))).unwrap(),
+    );
+    other.network_mode = Some("none".into());
+    let mut r = release(vec![spec("web", '1'), other]);
+    r.registry = Some("fleet".into());
+    b.publish(&r);
+    b.state("web-1", "web", |d| d.download(&r)).unwrap();
+    assert_eq!(
+        b.engine.pulls_with,
+        [Some(("reg.example.com:5000".into(), "dev".into())), None]
+    );
+    // Without a named registry, credentials are matched by address.
+    let mut b2 = Bench::new("creds2");
+    b2.config.registries = b.config.registries.clone();
+    let r2 = release(vec![spec("web", '1')]);
+    b2.publish(&r2);
+    b2.state("web-1", "web", |d| d.download(&r2)).unwrap();
+    assert_eq!(
+        b2.engine.pulls_with,
+        [Some(("reg.example.com:5000".into(), "dev".into()))]
+    );
+}
+
+#[test]
+fn an_abandoned_update_is_finished_or_blocks_the_next() {
+    let mut b = Bench::new("abandoned");
+    let v1 = release(vec![spec("web", '1')]);
+    let v2 = release(vec![spec("web", '2')]);
+    let v3 = release(vec![spec("web", '3')]);
+    for r in [&v1, &v2, &v3] {
+        b.publish(r);
+    }
+    b.deploy("web-1", &v1);
+    // web-2 downloaded, then the client forgot it (no Cleanup).
+    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
+    assert!(b.engine.has_image(&image("web", '2').pinned()));
+    b.state("web-3", "web", |d| d.download(&v3)).unwrap();
+    assert!(
+        !b.engine.has_image(&image("web", '2').pinned()),
+        "its pull is undone"
+    );
+    assert_eq!(b.journal("web").update.unwrap().artifact, "web-3");
+    // web-3 installed and awaiting commit: another update must wait.
+    b.state("web-3", "web", |d| d.install(&v3)).unwrap();
+    let e = b.state("web-2", "web", |d| d.download(&v2)).unwrap_err();
+    assert!(
+        e.to_string().contains("stack web is in the middle of an update to web-3 (phase installed); commit or roll it back first"),
+        "{e}"
+    );
+}
+
+#[test]
+fn start_first_starts_the_new_set_before_stopping_the_old() {
+    let mut b = Bench::new("start-first");
+    let v1 = release(vec![spec("web", '1')]);
+    let mut v2 = release(vec![spec("web", '2')]);
+    v2.strategy = Strategy::StartFirst;
+    b.publish(&v1);
+    b.publish(&v2);
+    b.deploy("web-1", &v1);
+    b.engine.calls.clear();
+    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2)).unwrap();
+    let calls: Vec<&str> = b.engine.calls.iter().map(String::as_str).collect();
+    let pinned = image("web", '2').pinned();
+    assert_eq!(
+        calls,
+        [
+            format!("pull {pinned}").as_str(),
+            "create web.mender-new",
+            "start web.mender-new",
+            "stop web",
+            "rename web web.mender-prev",
+            "rename web.mender-new web",
+        ]
+    );
+}
+
+#[test]
+fn reinstalling_after_an_interrupted_install_starts_from_the_previous_set() {
+    let mut b = Bench::new("reinstall");
+    let v1 = release(vec![spec("web", '1')]);
+    let v2 = release(vec![spec("web", '2')]);
+    b.publish(&v1);
+    b.publish(&v2);
+    b.deploy("web-1", &v1);
+    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
+    b.engine.fail_at = Some(b.engine.mutations + 3);
+    assert!(b.state("web-2", "web", |d| d.install(&v2)).is_err());
+    b.engine.fail_at = None;
+    assert_eq!(b.journal("web").update.unwrap().phase, Phase::Install);
+    b.state("web-2", "web", |d| d.install(&v2)).unwrap();
+    assert_eq!(b.engine.running_names(), ["web"]);
+    assert_eq!(
+        b.engine.by_name("web").unwrap().label(labels::RELEASE),
+        Some("web-2")
+    );
+    b.state("web-2", "web", |d| d.commit()).unwrap();
+    b.state("web-2", "web", |d| d.cleanup()).unwrap();
+    assert_eq!(b.engine.all_names(), ["web"]);
+}

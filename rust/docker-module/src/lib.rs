@@ -1,0 +1,33 @@
+//! The `docker` Update Module: deploys a stack of containers pinned by digest
+//! from the artifact's meta-data (see `docker-spec`), with images pulled and
+//! verified before anything stops, a health-gated switch, rollback to exactly
+//! the previous set, and a journal that lets every state run again in a fresh
+//! process after a crash.
+//!
+//! Layout: [`config`] (device configuration), [`engine`] (the seam in front of
+//! the container engine), [`plan`] (pure planning), [`executor`] (the only
+//! code that acts), [`journal`] (the per-stack state file), [`health`] (the
+//! gate), [`states`] (the protocol states).
+
+pub mod config;
+pub mod engine;
+pub mod executor;
+pub mod fault;
+pub mod fsops;
+pub mod health;
+pub mod journal;
+pub mod labels;
+pub mod lock;
+pub mod plan;
+pub mod states;
+
+pub use states::DockerModule;
+
+/// Progress for the deployment log, on stderr (stdout belongs to the
+/// protocol), each line in one write so the C++ client logs it whole.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {
+        mender_module_protocol::stderr_line(format_args!("docker: {}", format_args!($($arg)*)))
+    };
+}

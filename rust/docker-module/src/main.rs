@@ -1,0 +1,8 @@
+//! `mender-docker-module`, installed on devices as
+//! `/usr/share/mender/modules/v3/docker`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    mender_module_protocol::run("docker", docker_module::DockerModule)
+}

@@ -1,0 +1,170 @@
+//! The Update Module states: each loads the configuration, the release and
+//! the stack's journal, takes the module lock and hands over to the
+//! [`Deployer`]. The engine is contacted only when there is work for it.
+
+use std::time::Duration;
+
+use docker_spec::{Release, LEGACY_STACK};
+use mender_module_protocol::{Download, FileTree, ModuleResult, UpdateModule};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::engine::docker::DockerEngine;
+use crate::executor::{self, DeployError, Deployer};
+use crate::journal::Journal;
+use crate::{fault, lock, log};
+
+/// The `docker` Update Module.
+#[derive(Debug, Default)]
+pub struct DockerModule;
+
+/// Everything a state needs besides the engine.
+struct Session {
+    config: Config,
+    artifact: String,
+    journal: Journal,
+    _lock: lock::ModuleLock,
+}
+
+impl Session {
+    fn open(config: Config, artifact: String, stack: &str) -> ModuleResultOf<Session> {
+        let lock = lock::acquire(&lock::path_from_env())?;
+        let journal = Journal::open(&config.state_dir, stack)?;
+        Ok(Session {
+            config,
+            artifact,
+            journal,
+            _lock: lock,
+        })
+    }
+
+    fn run<T>(
+        &mut self,
+        work: impl FnOnce(&mut Deployer<'_>) -> Result<T, DeployError>,
+    ) -> ModuleResultOf<T> {
+        // Ample for a stop that waits out its own timeout, and for pull headers.
+        let request_timeout = self.config.stop_timeout + Duration::from_secs(120);
+        let mut engine = DockerEngine::connect(&self.config.socket, request_timeout)?;
+        let mut deployer = Deployer {
+            engine: &mut engine,
+            config: &self.config,
+            journal: &mut self.journal,
+            artifact: &self.artifact,
+            poll: Duration::from_millis(250),
+        };
+        Ok(work(&mut deployer)?)
+    }
+
+    /// Whether the journal holds an update of this artifact, i.e. whether a
+    /// recovery state has anything to do.
+    fn has_work(&self) -> bool {
+        self.journal.update_for(&self.artifact).is_some()
+    }
+}
+
+type ModuleResultOf<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The release, validated completely: Download and ArtifactInstall refuse a
+/// bad artifact before anything changes.
+fn release(tree: &FileTree) -> ModuleResultOf<Release> {
+    Ok(docker_spec::parse(&tree.meta_data()?)?)
+}
+
+/// The stack a recovery state works on. It must work even for meta-data that
+/// Download refused (then nothing was done and there is nothing to find).
+fn stack_of(tree: &FileTree) -> Option<String> {
+    let meta = tree.meta_data().ok()?;
+    if let Ok(r) = docker_spec::parse(&meta) {
+        return Some(r.stack);
+    }
+    match &meta {
+        Value::Object(m) if m.contains_key(docker_spec::stack::KEY) => meta
+            [docker_spec::stack::KEY]["stack"]
+            .as_str()
+            .filter(|s| docker_spec::stack::check_stack_name(s).is_ok())
+            .map(str::to_owned),
+        Value::Object(m) if m.contains_key("containers") => Some(LEGACY_STACK.to_owned()),
+        _ => None,
+    }
+}
+
+/// Runs a recovery state (rollback, failure, cleanup, commit) if the journal
+/// says there is something to do.
+fn recover(
+    tree: &FileTree,
+    state: &str,
+    work: impl FnOnce(&mut Deployer<'_>) -> Result<(), DeployError>,
+) -> ModuleResult {
+    fault::set_state(state);
+    let Some(stack) = stack_of(tree) else {
+        log!("{state}: the artifact's meta-data names no stack, so this module changed nothing for it");
+        return Ok(());
+    };
+    let config = Config::load_for_recovery_from_env()?;
+    let mut session = Session::open(config, tree.artifact_name()?, &stack)?;
+    if !session.has_work() {
+        log!(
+            "{state}: no update of {} of stack {stack} is in progress; nothing to do",
+            session.artifact
+        );
+        return Ok(());
+    }
+    session.run(work)
+}
+
+impl UpdateModule for DockerModule {
+    fn supports_rollback(&self) -> bool {
+        true
+    }
+
+    fn download(&mut self, tree: &FileTree, download: Download<'_>) -> ModuleResult {
+        fault::set_state("Download");
+        // Read the payload list to its end before anything can fail: the Go
+        // 3.x client can wait forever for a module that exits with an error
+        // before the client has announced the end of an empty payload list.
+        let mut payloads = download.stream();
+        while let Some(mut payload) = payloads.next_payload()? {
+            let bytes = std::io::copy(&mut payload, &mut std::io::sink())?;
+            log!(
+                "ignoring payload file {} ({bytes} bytes): docker artifacts carry their release in the meta-data",
+                payload.name
+            );
+        }
+        // Validate before touching anything: a bad artifact changes nothing.
+        let release = release(tree)?;
+        let config = Config::load_from_env()?;
+        let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
+        session.run(|d| d.download(&release))
+    }
+
+    fn artifact_install(&mut self, tree: &FileTree) -> ModuleResult {
+        fault::set_state("ArtifactInstall");
+        let release = release(tree)?;
+        let config = Config::load_from_env()?;
+        let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
+        session.run(|d| d.install(&release))
+    }
+
+    fn artifact_commit(&mut self, tree: &FileTree) -> ModuleResult {
+        fault::set_state("ArtifactCommit");
+        let Some(stack) = stack_of(tree) else {
+            log!("ArtifactCommit: the artifact's meta-data names no stack; nothing to commit");
+            return Ok(());
+        };
+        let config = Config::load_for_recovery_from_env()?;
+        let mut session = Session::open(config, tree.artifact_name()?, &stack)?;
+        Ok(executor::commit(&mut session.journal, &session.artifact)?)
+    }
+
+    fn artifact_rollback(&mut self, tree: &FileTree) -> ModuleResult {
+        recover(tree, "ArtifactRollback", |d| d.rollback())
+    }
+
+    fn artifact_failure(&mut self, tree: &FileTree) -> ModuleResult {
+        recover(tree, "ArtifactFailure", |d| d.failure())
+    }
+
+    fn cleanup(&mut self, tree: &FileTree) -> ModuleResult {
+        recover(tree, "Cleanup", |d| d.cleanup())
+    }
+}

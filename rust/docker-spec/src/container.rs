@@ -1,0 +1,612 @@
+//! One container of a release, normalised from either format, and the parsers
+//! of the value syntaxes both formats share (ports, binds, devices, restart
+//! policies, durations, sizes). Each parser returns what is wrong and what
+//! would be right; the caller adds where.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::image::ImageRef;
+
+/// Labels in this namespace are the module's own bookkeeping.
+pub const RESERVED_LABEL_PREFIX: &str = "io.mender.composable.";
+
+/// Longest container name accepted: the module appends short suffixes while
+/// switching, and the result must stay a reasonable engine name.
+pub const MAX_NAME_LEN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    /// The engine name of the running container.
+    pub name: String,
+    pub image: ImageRef,
+    /// Unpacked size hint in bytes for the disk check before pulling.
+    pub size: Option<u64>,
+    /// Replaces the image's CMD when set.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's ENTRYPOINT when set; empty resets it.
+    pub entrypoint: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub binds: Vec<Bind>,
+    pub volumes: Vec<VolumeMount>,
+    /// Mount point → options (`size=64m,mode=1777`, or empty).
+    pub tmpfs: BTreeMap<String, String>,
+    pub ports: Vec<PortMapping>,
+    pub network_mode: Option<String>,
+    pub restart: RestartPolicy,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub devices: Vec<DeviceMapping>,
+    pub labels: BTreeMap<String, String>,
+    pub healthcheck: Option<Healthcheck>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub hostname: Option<String>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub read_only: bool,
+    pub log: Option<LogConfig>,
+    pub memory_bytes: Option<u64>,
+    pub nano_cpus: Option<u64>,
+}
+
+impl ContainerSpec {
+    /// A container with only the required fields and the engine's defaults.
+    pub fn new(name: impl Into<String>, image: ImageRef) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image,
+            size: None,
+            command: None,
+            entrypoint: None,
+            env: BTreeMap::new(),
+            binds: Vec::new(),
+            volumes: Vec::new(),
+            tmpfs: BTreeMap::new(),
+            ports: Vec::new(),
+            network_mode: None,
+            restart: RestartPolicy::No,
+            privileged: false,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            devices: Vec::new(),
+            labels: BTreeMap::new(),
+            healthcheck: None,
+            user: None,
+            workdir: None,
+            hostname: None,
+            tty: false,
+            open_stdin: false,
+            read_only: false,
+            log: None,
+            memory_bytes: None,
+            nano_cpus: None,
+        }
+    }
+
+    /// True when it shares the host's network stack (`network_mode: host`).
+    pub fn host_network(&self) -> bool {
+        self.network_mode.as_deref() == Some("host")
+    }
+
+    /// Host ports it publishes, as (port, protocol).
+    pub fn published_ports(&self) -> impl Iterator<Item = (u16, &str)> + '_ {
+        self.ports
+            .iter()
+            .filter_map(|p| p.host_port.map(|h| (h, p.protocol.as_str())))
+    }
+}
+
+/// A host path mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bind {
+    pub source: String,
+    pub target: String,
+    /// Comma-separated engine options (`ro`, `rw`, `z`, `rshared`, …), possibly empty.
+    pub options: String,
+}
+
+impl Bind {
+    pub fn read_only(&self) -> bool {
+        self.options.split(',').any(|o| o == "ro")
+    }
+
+    /// The engine's `Binds` entry.
+    pub fn to_engine(&self) -> String {
+        if self.options.is_empty() {
+            format!("{}:{}", self.source, self.target)
+        } else {
+            format!("{}:{}:{}", self.source, self.target, self.options)
+        }
+    }
+}
+
+/// A named volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeMount {
+    pub name: String,
+    pub target: String,
+    pub read_only: bool,
+    /// Each deployment starts with an empty volume; the previous one is kept
+    /// for rollback until the release is committed.
+    pub purge_on_deploy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortMapping {
+    pub host_ip: Option<String>,
+    /// `None`: exposed only, nothing published on the host.
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceMapping {
+    pub host: String,
+    pub container: String,
+    pub permissions: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure(Option<u32>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    /// The engine's form: `["CMD", …]`, `["CMD-SHELL", "…"]` or `["NONE"]`.
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub start_period: Option<Duration>,
+    pub retries: Option<u32>,
+}
+
+impl Healthcheck {
+    /// `["NONE"]` switches off a healthcheck the image defines.
+    pub fn disabled(&self) -> bool {
+        self.test.first().map(String::as_str) == Some("NONE")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogConfig {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// The engine's container-name rule, with our length limit.
+pub fn check_container_name(name: &str) -> Result<(), String> {
+    let ok = name.len() >= 2
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "container name {name:?} is not valid: 2 to {MAX_NAME_LEN} characters, letters, digits, _ . -, starting with a letter or digit"
+        ))
+    }
+}
+
+/// Volume and network names follow the same rule as container names, minus our length limit.
+pub fn check_object_name(kind: &str, name: &str) -> Result<(), String> {
+    let ok = name.len() >= 2
+        && name.len() <= 255
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} name {name:?} is not valid: at least 2 characters, letters, digits, _ . -, starting with a letter or digit"
+        ))
+    }
+}
+
+pub fn check_absolute(what: &str, path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{what} {path:?} must be an absolute path"));
+    }
+    if path.contains('\0') {
+        return Err(format!("{what} {path:?} contains a NUL byte"));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(format!("{what} {path:?} must not contain \"..\""));
+    }
+    Ok(())
+}
+
+pub fn check_label(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("a label key is empty".to_owned());
+    }
+    if key.starts_with(RESERVED_LABEL_PREFIX) {
+        return Err(format!(
+            "label {key:?} is in the namespace {RESERVED_LABEL_PREFIX}*, which the module reserves for its own bookkeeping; choose another key"
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_env_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') {
+        return Err(format!(
+            "environment variable name {key:?} is not valid (non-empty, without = or NUL)"
+        ));
+    }
+    Ok(())
+}
+
+/// `[[IP:]HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`; IPv6 addresses in brackets.
+pub fn parse_port(text: &str) -> Result<PortMapping, String> {
+    let bad = |why: &str| {
+        format!("port {text:?}: {why}; write [[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/tcp|udp|sctp], e.g. 8080:80/tcp")
+    };
+    let (spec, protocol) = match text.rsplit_once('/') {
+        Some((s, p)) => (s, p.to_owned()),
+        None => (text, "tcp".to_owned()),
+    };
+    if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad(&format!(
+            "protocol {protocol:?} is not tcp, udp or sctp"
+        )));
+    }
+    let (host_ip, rest) = if let Some(after) = spec.strip_prefix('[') {
+        let (ip, rest) = after
+            .split_once("]:")
+            .ok_or_else(|| bad("unterminated [IPv6] address"))?;
+        (Some(ip.to_owned()), rest)
+    } else {
+        let parts: Vec<&str> = spec.split(':').collect();
+        match parts.len() {
+            1 | 2 => (None, spec),
+            3 => (Some(parts[0].to_owned()), &spec[parts[0].len() + 1..]),
+            _ => return Err(bad("too many colons")),
+        }
+    };
+    if let Some(ip) = &host_ip {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad(&format!("{ip:?} is not an IP address")));
+        }
+    }
+    let (host, container) = match rest.split_once(':') {
+        Some((h, c)) => (Some(h), c),
+        None => (None, rest),
+    };
+    let port = |p: &str| -> Result<u16, String> {
+        if p.contains('-') {
+            return Err(bad("port ranges are not supported; list each port"));
+        }
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad(&format!("{p:?} is not a port number 1-65535"))),
+        }
+    };
+    let container_port = port(container)?;
+    let host_port = match host {
+        None | Some("") => None,
+        Some(h) => Some(port(h)?),
+    };
+    if host_port.is_none() && host_ip.is_some() {
+        return Err(bad("a host IP needs a host port"));
+    }
+    Ok(PortMapping {
+        host_ip,
+        host_port,
+        container_port,
+        protocol,
+    })
+}
+
+const BIND_OPTIONS: &[&str] = &[
+    "ro",
+    "rw",
+    "z",
+    "Z",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "private",
+    "rprivate",
+    "nocopy",
+    "consistent",
+    "cached",
+    "delegated",
+];
+
+/// `SOURCE:TARGET[:OPTIONS]` where SOURCE is an absolute host path.
+pub fn parse_bind(text: &str) -> Result<Bind, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, options) = match parts.as_slice() {
+        [s, t] => (*s, *t, ""),
+        [s, t, o] => (*s, *t, *o),
+        _ => {
+            return Err(format!(
+                "bind {text:?} is not SOURCE:TARGET[:OPTIONS], e.g. /data/app:/var/lib/app:ro"
+            ))
+        }
+    };
+    check_absolute("bind source", source)?;
+    check_absolute("bind target", target)?;
+    check_bind_options(text, options)?;
+    Ok(Bind {
+        source: source.to_owned(),
+        target: target.to_owned(),
+        options: options.to_owned(),
+    })
+}
+
+pub fn check_bind_options(text: &str, options: &str) -> Result<(), String> {
+    if options.is_empty() {
+        return Ok(());
+    }
+    for o in options.split(',') {
+        if !BIND_OPTIONS.contains(&o) {
+            return Err(format!(
+                "{text:?}: mount option {o:?} is not one of {}",
+                BIND_OPTIONS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]]`.
+pub fn parse_device(text: &str) -> Result<DeviceMapping, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let perms_ok =
+        |p: &str| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    let (host, container, permissions) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, c] if perms_ok(c) && !c.starts_with('/') => (*h, *h, *c),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => {
+            return Err(format!(
+                "device {text:?} is not HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]], e.g. /dev/ttyUSB0:/dev/ttyUSB0:rw"
+            ))
+        }
+    };
+    check_absolute("device path", host)?;
+    check_absolute("device path", container)?;
+    if !perms_ok(permissions) {
+        return Err(format!(
+            "device {text:?}: permissions {permissions:?} must be letters from rwm"
+        ));
+    }
+    Ok(DeviceMapping {
+        host: host.to_owned(),
+        container: container.to_owned(),
+        permissions: permissions.to_owned(),
+    })
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+pub fn parse_restart(text: &str) -> Result<RestartPolicy, String> {
+    let policy = match text {
+        "no" => RestartPolicy::No,
+        "always" => RestartPolicy::Always,
+        "unless-stopped" => RestartPolicy::UnlessStopped,
+        "on-failure" => RestartPolicy::OnFailure(None),
+        other => match other.strip_prefix("on-failure:") {
+            Some(n) => match n.parse::<u32>() {
+                Ok(n) => RestartPolicy::OnFailure(Some(n)),
+                Err(_) => {
+                    return Err(format!(
+                        "restart policy {text:?}: the retry count must be a whole number"
+                    ))
+                }
+            },
+            None => {
+                return Err(format!(
+                "restart policy {text:?} is not one of no, always, unless-stopped, on-failure[:N]"
+            ))
+            }
+        },
+    };
+    Ok(policy)
+}
+
+/// `none`, `host`, `bridge`, `default`, `container:NAME` or a user network name.
+pub fn check_network_mode(mode: &str) -> Result<(), String> {
+    match mode {
+        "none" | "host" | "bridge" | "default" => Ok(()),
+        m => match m.strip_prefix("container:") {
+            Some(c) => {
+                check_object_name("container", c).map_err(|e| format!("network mode {m:?}: {e}"))
+            }
+            None => check_object_name("network", m).map_err(|e| format!("network mode: {e}")),
+        },
+    }
+}
+
+pub fn check_capability(cap: &str) -> Result<(), String> {
+    if !cap.is_empty() && cap.chars().all(|c| c.is_ascii_alphabetic() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "capability {cap:?} is not a capability name such as NET_ADMIN or ALL"
+        ))
+    }
+}
+
+/// Go-style durations as `docker run` takes them: `30s`, `1m30s`, `500ms`, `2h`.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("duration {text:?} is not like 30s, 1m30s, 500ms or 2h");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::from_secs_f64(number * seconds);
+    }
+    Ok(total)
+}
+
+/// Memory sizes as `docker run --memory` takes them: bytes, or with b, k, m, g.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let bad = || format!("memory size {text:?} is not like 512m, 1g or 1048576");
+    let lower = text.to_ascii_lowercase();
+    let (number, factor) = match lower.char_indices().last() {
+        Some((i, 'b')) => (&lower[..i], 1u64),
+        Some((i, 'k')) => (&lower[..i], 1 << 10),
+        Some((i, 'm')) => (&lower[..i], 1 << 20),
+        Some((i, 'g')) => (&lower[..i], 1 << 30),
+        Some(_) => (lower.as_str(), 1),
+        None => return Err(bad()),
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    n.checked_mul(factor).filter(|&b| b > 0).ok_or_else(bad)
+}
+
+/// `--cpus 1.5` → nano CPUs.
+pub fn parse_cpus(text: &str) -> Result<u64, String> {
+    match text.parse::<f64>() {
+        Ok(c) if c > 0.0 && c.is_finite() && c < 1e6 => Ok((c * 1e9).round() as u64),
+        _ => Err(format!(
+            "cpus {text:?} is not a positive number such as 0.5 or 2"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_in_every_documented_form() {
+        let p = parse_port("8080:80").unwrap();
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol.as_str()),
+            (Some(8080), 80, "tcp")
+        );
+        let p = parse_port("127.0.0.1:53:53/udp").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!((p.host_port, p.protocol.as_str()), (Some(53), "udp"));
+        let p = parse_port("[::1]:8443:443").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("::1"));
+        let p = parse_port("9000").unwrap();
+        assert_eq!((p.host_port, p.container_port), (None, 9000));
+        let p = parse_port("0.0.0.0::80").unwrap_err();
+        assert!(p.contains("host IP needs a host port"), "{p}");
+        for bad in [
+            "80:0",
+            "x:80",
+            "8000-8010:80",
+            "80/icmp",
+            "1:2:3:4",
+            "300.1.1.1:80:80",
+            "70000:80",
+        ] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn binds_need_absolute_paths_and_known_options() {
+        let b = parse_bind("/data/x:/y:ro").unwrap();
+        assert!(b.read_only());
+        assert_eq!(b.to_engine(), "/data/x:/y:ro");
+        assert_eq!(parse_bind("/a:/b").unwrap().options, "");
+        assert!(parse_bind("rel:/b").unwrap_err().contains("absolute"));
+        assert!(parse_bind("/a:b").unwrap_err().contains("absolute"));
+        assert!(parse_bind("/a/../etc:/b").unwrap_err().contains(".."));
+        assert!(parse_bind("/a:/b:rx").unwrap_err().contains("\"rx\""));
+        assert!(parse_bind("/a").is_err());
+    }
+
+    #[test]
+    fn devices_restart_durations_memory_cpus() {
+        assert_eq!(parse_device("/dev/ttyS0").unwrap().container, "/dev/ttyS0");
+        assert_eq!(parse_device("/dev/ttyS0:r").unwrap().permissions, "r");
+        assert_eq!(
+            parse_device("/dev/a:/dev/b:rw").unwrap().container,
+            "/dev/b"
+        );
+        assert!(parse_device("/dev/a:/dev/b:x").is_err());
+        assert_eq!(
+            parse_restart("on-failure:3").unwrap(),
+            RestartPolicy::OnFailure(Some(3))
+        );
+        assert_eq!(
+            parse_restart("unless-stopped").unwrap(),
+            RestartPolicy::UnlessStopped
+        );
+        assert!(parse_restart("sometimes").is_err());
+        assert!(parse_restart("on-failure:x").is_err());
+        assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_go_duration("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_go_duration("30").is_err());
+        assert!(parse_go_duration("s").is_err());
+        assert_eq!(parse_memory("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("4096").unwrap(), 4096);
+        assert!(parse_memory("lots").is_err());
+        assert_eq!(parse_cpus("1.5").unwrap(), 1_500_000_000);
+        assert!(parse_cpus("-1").is_err());
+    }
+
+    #[test]
+    fn names_labels_and_network_modes() {
+        assert!(check_container_name("web").is_ok());
+        assert!(check_container_name("w").is_err());
+        assert!(check_container_name("-web").is_err());
+        assert!(check_container_name("we b").is_err());
+        assert!(check_container_name(&"a".repeat(65)).is_err());
+        assert!(check_label("io.mender.composable.stack").is_err());
+        assert!(check_label("com.example.team").is_ok());
+        for ok in ["none", "host", "bridge", "container:db", "backend-net"] {
+            assert!(check_network_mode(ok).is_ok(), "{ok}");
+        }
+        assert!(check_network_mode("container:").is_err());
+        assert!(check_network_mode("bad net").is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! The versioned format: `{"docker-stack": {"format": 1, …}}` (see FORMAT.md).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::container::{self, ContainerSpec, Healthcheck, LogConfig, VolumeMount};
+use crate::document::{kind, Object};
+use crate::error::{Path, Result, SpecError};
+use crate::image::ImageRef;
+use crate::{Format, Release, Strategy};
+
+pub const KEY: &str = "docker-stack";
+
+/// Format versions this crate reads.
+pub const FORMATS: &[u64] = &[1];
+
+/// The stack-name rule: it becomes part of file names, labels and the
+/// `data-partition.<stack>.version` provide.
+pub fn check_stack_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "stack name {name:?} is not valid: 1 to 63 characters, letters, digits, _ . -, starting with a letter or digit"
+        ))
+    }
+}
+
+pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
+    let mut outer = Object::new(top, Path::root());
+    let doc = outer
+        .optional_object(KEY)?
+        .ok_or_else(|| SpecError::invalid(&Path::root().key(KEY), "must be an object"))?;
+    outer.finish()?;
+    let mut doc = doc;
+
+    let format_at = doc.path("format");
+    let format = doc
+        .optional_u64("format")?
+        .ok_or_else(|| SpecError::invalid(&format_at, "is required: the format version, 1"))?;
+    if !FORMATS.contains(&format) {
+        return Err(SpecError::invalid(
+            &format_at,
+            format!(
+                "format {format} is not supported by this module (it reads format 1); update the module or write format 1"
+            ),
+        ));
+    }
+    let stack_at = doc.path("stack");
+    let stack = doc.required_str("stack")?;
+    check_stack_name(stack).map_err(|p| SpecError::invalid(&stack_at, p))?;
+
+    let strategy_at = doc.path("strategy");
+    let strategy = match doc.optional_str("strategy")? {
+        None | Some("stop-first") => Strategy::StopFirst,
+        Some("start-first") => Strategy::StartFirst,
+        Some(other) => {
+            return Err(SpecError::invalid(
+                &strategy_at,
+                format!("{other:?} is not a strategy; use stop-first or start-first"),
+            ))
+        }
+    };
+    let timeout_at = doc.path("health_timeout_seconds");
+    let health_timeout = match doc.optional_u64("health_timeout_seconds")? {
+        Some(0) => return Err(SpecError::invalid(&timeout_at, "must be at least 1 second")),
+        Some(s) => Some(Duration::from_secs(s)),
+        None => None,
+    };
+    let registry_at = doc.path("registry");
+    let registry = doc.optional_str("registry")?.map(str::to_owned);
+    if let Some(r) = &registry {
+        if r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SpecError::invalid(
+                &registry_at,
+                format!("{r:?} is not a registry name from the device's configuration"),
+            ));
+        }
+    }
+    let mut replaces = Vec::new();
+    for (at, name) in doc.optional_strings("replaces")?.unwrap_or_default() {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        container::check_object_name("container", name).map_err(|p| SpecError::invalid(&at, p))?;
+        if replaces.iter().any(|r| r == name) {
+            return Err(SpecError::invalid(&at, format!("{name:?} is listed twice")));
+        }
+        replaces.push(name.to_owned());
+    }
+    let containers_at = doc.path("containers");
+    let items = doc.required_array("containers")?;
+    doc.finish()?;
+    if items.is_empty() {
+        return Err(SpecError::invalid(
+            &containers_at,
+            "lists no containers; a stack needs at least one",
+        ));
+    }
+    let mut containers: Vec<ContainerSpec> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = containers_at.index(i);
+        let Value::Object(map) = item else {
+            return Err(SpecError::invalid(
+                &at,
+                format!("must be an object, found {}", kind(item)),
+            ));
+        };
+        let spec = parse_container(Object::new(map, at.clone()))?;
+        if let Some(first) = containers.iter().position(|c| c.name == spec.name) {
+            return Err(SpecError::invalid(
+                &at.key("name"),
+                format!(
+                    "container name {:?} is already used by containers[{first}]; names must be unique",
+                    spec.name
+                ),
+            ));
+        }
+        containers.push(spec);
+    }
+    Ok(Release {
+        format: Format::Stack(format as u32),
+        stack: stack.to_owned(),
+        strategy,
+        health_timeout,
+        registry,
+        replaces,
+        containers,
+    })
+}
+
+fn invalid(at: &Path) -> impl Fn(String) -> SpecError + '_ {
+    move |p| SpecError::invalid(at, p)
+}
+
+fn parse_container(mut c: Object<'_>) -> Result<ContainerSpec> {
+    let name_at = c.path("name");
+    let name = c.required_str("name")?;
+    let name = name.strip_prefix('/').unwrap_or(name);
+    container::check_container_name(name).map_err(invalid(&name_at))?;
+    let image_at = c.path("image");
+    let image = ImageRef::parse(c.required_str("image")?).map_err(invalid(&image_at))?;
+    let mut spec = ContainerSpec::new(name, image);
+    spec.size = c.optional_u64("size")?;
+
+    if let Some(cmd) = c.optional_strings("command")? {
+        spec.command = Some(cmd.into_iter().map(|(_, s)| s.to_owned()).collect());
+    }
+    if let Some(ep) = c.optional_strings("entrypoint")? {
+        spec.entrypoint = Some(ep.into_iter().map(|(_, s)| s.to_owned()).collect());
+    }
+    for (at, k, v) in c.optional_string_map("env")? {
+        container::check_env_key(k).map_err(invalid(&at))?;
+        spec.env.insert(k.to_owned(), v.to_owned());
+    }
+    for (at, b) in c.optional_strings("binds")?.unwrap_or_default() {
+        if !b.starts_with('/') {
+            return Err(SpecError::invalid(
+                &at,
+                format!("bind {b:?} must start with an absolute host path; named volumes go in \"volumes\""),
+            ));
+        }
+        spec.binds
+            .push(container::parse_bind(b).map_err(invalid(&at))?);
+    }
+    let volumes_at = c.path("volumes");
+    for (i, v) in c.optional_array("volumes")?.iter().enumerate() {
+        let at = volumes_at.index(i);
+        let Value::Object(map) = v else {
+            return Err(SpecError::invalid(
+                &at,
+                format!("must be an object, found {}", kind(v)),
+            ));
+        };
+        let mut vo = Object::new(map, at.clone());
+        let vname_at = vo.path("name");
+        let vname = vo.required_str("name")?;
+        container::check_object_name("volume", vname).map_err(invalid(&vname_at))?;
+        let target_at = vo.path("target");
+        let target = vo.required_str("target")?;
+        container::check_absolute("volume target", target).map_err(invalid(&target_at))?;
+        let read_only = vo.optional_bool("read_only")?;
+        let purge_on_deploy = vo.optional_bool("purge_on_deploy")?;
+        vo.finish()?;
+        spec.volumes.push(VolumeMount {
+            name: vname.to_owned(),
+            target: target.to_owned(),
+            read_only,
+            purge_on_deploy,
+        });
+    }
+    for (at, k, v) in c.optional_string_map("tmpfs")? {
+        container::check_absolute("tmpfs mount point", k).map_err(invalid(&at))?;
+        spec.tmpfs.insert(k.to_owned(), v.to_owned());
+    }
+    for (at, p) in c.optional_strings("ports")?.unwrap_or_default() {
+        spec.ports
+            .push(container::parse_port(p).map_err(invalid(&at))?);
+    }
+    let nm_at = c.path("network_mode");
+    if let Some(m) = c.optional_str("network_mode")? {
+        container::check_network_mode(m).map_err(invalid(&nm_at))?;
+        spec.network_mode = Some(m.to_owned());
+    }
+    let restart_at = c.path("restart");
+    if let Some(r) = c.optional_str("restart")? {
+        spec.restart = container::parse_restart(r).map_err(invalid(&restart_at))?;
+    }
+    spec.privileged = c.optional_bool("privileged")?;
+    for (at, cap) in c.optional_strings("cap_add")?.unwrap_or_default() {
+        container::check_capability(cap).map_err(invalid(&at))?;
+        spec.cap_add.push(cap.to_owned());
+    }
+    for (at, cap) in c.optional_strings("cap_drop")?.unwrap_or_default() {
+        container::check_capability(cap).map_err(invalid(&at))?;
+        spec.cap_drop.push(cap.to_owned());
+    }
+    for (at, d) in c.optional_strings("devices")?.unwrap_or_default() {
+        spec.devices
+            .push(container::parse_device(d).map_err(invalid(&at))?);
+    }
+    for (at, k, v) in c.optional_string_map("labels")? {
+        container::check_label(k).map_err(invalid(&at))?;
+        spec.labels.insert(k.to_owned(), v.to_owned());
+    }
+    if let Some(h) = c.optional_object("healthcheck")? {
+        spec.healthcheck = Some(parse_healthcheck(h)?);
+    }
+    spec.user = c.optional_str("user")?.map(str::to_owned);
+    let wd_at = c.path("workdir");
+    if let Some(w) = c.optional_str("workdir")? {
+        container::check_absolute("workdir", w).map_err(invalid(&wd_at))?;
+        spec.workdir = Some(w.to_owned());
+    }
+    spec.hostname = c.optional_str("hostname")?.map(str::to_owned);
+    spec.tty = c.optional_bool("tty")?;
+    spec.open_stdin = c.optional_bool("stdin_open")?;
+    spec.read_only = c.optional_bool("read_only")?;
+    if let Some(mut l) = c.optional_object("log")? {
+        let driver = l.required_str("driver")?.to_owned();
+        let options = l
+            .optional_string_map("options")?
+            .into_iter()
+            .map(|(_, k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        l.finish()?;
+        spec.log = Some(LogConfig { driver, options });
+    }
+    let mem_at = c.path("memory_bytes");
+    spec.memory_bytes = c.optional_u64("memory_bytes")?;
+    if spec.memory_bytes == Some(0) {
+        return Err(SpecError::invalid(&mem_at, "must be more than 0"));
+    }
+    let cpus_at = c.path("cpus");
+    if let Some(cpus) = c.optional_f64("cpus")? {
+        spec.nano_cpus = Some(container::parse_cpus(&cpus.to_string()).map_err(invalid(&cpus_at))?);
+    }
+    check_mount_targets(&spec, c.at())?;
+    c.finish()?;
+    Ok(spec)
+}
+
+fn parse_healthcheck(mut h: Object<'_>) -> Result<Healthcheck> {
+    let test_at = h.path("test");
+    let test: Vec<String> = h
+        .optional_strings("test")?
+        .ok_or_else(|| {
+            SpecError::invalid(
+                &test_at,
+                "is required: [\"CMD\", \"prog\", \"arg\"…], [\"CMD-SHELL\", \"command\"] or [\"NONE\"]",
+            )
+        })?
+        .into_iter()
+        .map(|(_, s)| s.to_owned())
+        .collect();
+    let ok = match test.first().map(String::as_str) {
+        Some("NONE") => test.len() == 1,
+        Some("CMD") => test.len() >= 2,
+        Some("CMD-SHELL") => test.len() == 2,
+        _ => false,
+    };
+    if !ok {
+        return Err(SpecError::invalid(
+            &test_at,
+            format!("{test:?} is not [\"CMD\", \"prog\", \"arg\"…], [\"CMD-SHELL\", \"command\"] or [\"NONE\"]"),
+        ));
+    }
+    let secs = |v: Option<u64>| v.map(Duration::from_secs);
+    let interval = secs(h.optional_u64("interval_seconds")?);
+    let timeout = secs(h.optional_u64("timeout_seconds")?);
+    let start_period = secs(h.optional_u64("start_period_seconds")?);
+    let retries_at = h.path("retries");
+    let retries = match h.optional_u64("retries")? {
+        Some(r) => {
+            Some(u32::try_from(r).map_err(|_| SpecError::invalid(&retries_at, "is too large"))?)
+        }
+        None => None,
+    };
+    for (key, d) in [("interval_seconds", interval), ("timeout_seconds", timeout)] {
+        if d == Some(Duration::ZERO) {
+            return Err(SpecError::invalid(
+                &h.path(key),
+                "must be at least 1 second",
+            ));
+        }
+    }
+    h.finish()?;
+    Ok(Healthcheck {
+        test,
+        interval,
+        timeout,
+        start_period,
+        retries,
+    })
+}
+
+/// Two mounts on one target path would make the engine refuse the create at
+/// install time; refuse the artifact now instead.
+pub(crate) fn check_mount_targets(spec: &ContainerSpec, at: &Path) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    let targets = spec
+        .binds
+        .iter()
+        .map(|b| b.target.as_str())
+        .chain(spec.volumes.iter().map(|v| v.target.as_str()))
+        .chain(spec.tmpfs.keys().map(String::as_str));
+    for t in targets {
+        if !seen.insert(t.trim_end_matches('/')) {
+            return Err(SpecError::invalid(
+                at,
+                format!("two mounts target {t:?}; each container path can be mounted once"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+"""The docker Update Module's end-to-end bench: the module binary installed as `docker` in a sandboxed
+device driven by the real Mender client, talking to the bench's private dockerd through the device
+configuration file, pulling from the bench's registry.
+
+What the device sees: /etc/mender/docker-module.conf (written by `DockerDevice.configure`) names the
+private daemon's socket; the journal lives in the sandbox's /data. The daemon runs outside the
+sandbox, so anything it mounts (binds) is a host path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pytest
+
+import bench
+from bench.system import run
+
+RUST_DIR = Path(__file__).resolve().parents[2] / "rust"
+TARGET_DIR = RUST_DIR.parent / "target"
+
+MODULE_PACKAGE = "docker-module"
+MODULE_BINARY = "mender-docker-module"
+STATE_DIR = "/data/mender-composable/docker"
+OLD_GENERATOR = Path("/usr/share/doc/mender-client/examples/docker-artifact-gen")
+
+# The module's own labels.
+STACK_LABEL = "io.mender.composable.stack"
+RELEASE_LABEL = "io.mender.composable.release"
+
+_fault_binary: Path | None = None
+
+
+def fault_binary() -> Path:
+    """The module built with the fault-injection feature (dev profile: it compiles much faster than
+    the release profile's LTO and shares its dependencies with `cargo test`), copied out to
+    target/fault-injection/ so nothing mistakes it for a normal build. The shipped binary comes from
+    the release profile, which never has the feature."""
+    global _fault_binary
+    if _fault_binary is None:
+        run(["cargo", "build", "--locked", "--quiet", "-p", MODULE_PACKAGE, "--bin", MODULE_BINARY,
+             "--features", "fault-injection"], cwd=RUST_DIR, timeout=1800)
+        out = TARGET_DIR / "fault-injection"
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(TARGET_DIR / "debug" / MODULE_BINARY, out / MODULE_BINARY)
+        _fault_binary = out / MODULE_BINARY
+    return _fault_binary
+
+
+@dataclass
+class Snapshot:
+    """What `docker ps -a` shows, by name: (id, running, image id, labels)."""
+
+    containers: dict[str, tuple[str, bool, str, dict[str, str]]]
+    images: set[str]
+
+    def running(self) -> set[str]:
+        return {name for name, c in self.containers.items() if c[1]}
+
+    def ids(self) -> dict[str, str]:
+        return {name: c[0] for name, c in self.containers.items()}
+
+
+@dataclass
+class DockerDevice:
+    sandbox: bench.DeviceSandbox
+    dockerd: bench.Dockerd
+    registry: bench.Registry
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Its own lock file: the default under /run/lock is the host's.
+        self.env["DOCKER_MODULE_LOCK"] = str(self.sandbox.dir / "docker-module.lock")
+
+    # -- device setup ------------------------------------------------------------------------
+
+    def install_module(self, binary: os.PathLike) -> None:
+        self.sandbox.install_module("docker", binary)
+
+    def configure(self, *, registries: Mapping[str, Mapping[str, str]] | None = None,
+                  health_timeout: int = 20, settle: int = 1, stop_timeout: int = 0,
+                  mode: int = 0o600, **extra) -> Path:
+        conf = {
+            "socket": str(self.dockerd.socket),
+            "state_dir": STATE_DIR,
+            "health_timeout_seconds": health_timeout,
+            "settle_seconds": settle,
+            # busybox as PID 1 ignores SIGTERM: any stop timeout would be waited out in full.
+            "stop_timeout_seconds": stop_timeout,
+            **extra,
+        }
+        if registries:
+            conf["registries"] = dict(registries)
+        path = self.sandbox.etc_mender / "docker-module.conf"
+        path.write_text(json.dumps(conf, indent=2) + "\n")
+        path.chmod(mode)
+        return path
+
+    # -- images --------------------------------------------------------------------------------
+
+    def image(self, repo: str, version: str, *, cmd: Sequence[str] = ("sleep", "3600"),
+              registry: bench.Registry | None = None, keep_local: bool = False) -> str:
+        """A busybox image pushed as REGISTRY/repo and removed locally (so the module must pull
+        it); returns the pinned reference REGISTRY/repo@sha256:…."""
+        registry = registry or self.registry
+        local = f"local/{repo}:{version}"
+        image_id = bench.make_busybox_image(self.dockerd, local, cmd=list(cmd),
+                                            extra_files={"/etc/version": f"{repo} {version}\n"})
+        digest = bench.push(self.dockerd, registry, local, repo, version)
+        if not keep_local:
+            self.dockerd.docker("image", "rm", "-f", image_id)
+        return f"{registry.addr}/{repo}@{digest}"
+
+    def image_present(self, pinned: str) -> bool:
+        return self.dockerd.docker("image", "inspect", pinned, check=False).returncode == 0
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def artifact(self, name: str, meta: Mapping | str | os.PathLike, *, software_name: str | None = None,
+                 version: str | None = None) -> Path:
+        """A docker module-image artifact with `meta` as its meta-data; the version lands in
+        data-partition.<software_name>.version when a software name is given."""
+        kwargs = {}
+        if software_name is not None:
+            kwargs = {"software_filesystem": "data-partition", "software_name": software_name,
+                      "software_version": version or name}
+        return bench.mender_artifact_write_module(
+            self.workdir / f"{name}.mender", type="docker", name=name, device_type=self.sandbox.device_type,
+            files=[], meta_data=meta, **kwargs)
+
+    # -- client --------------------------------------------------------------------------------
+
+    def mender(self, *args: str, env: Mapping[str, str] | None = None,
+               timeout: float = 180) -> subprocess.CompletedProcess:
+        return self.sandbox.mender(*args, env={**self.env, **(env or {})}, timeout=timeout)
+
+    def install(self, artifact: os.PathLike, **kwargs) -> subprocess.CompletedProcess:
+        return self.mender("install", str(artifact), **kwargs)
+
+    def deploy(self, artifact: os.PathLike) -> None:
+        """Install and commit; fails the test with the client's output otherwise."""
+        for args in (("install", str(artifact)), ("commit",)):
+            result = self.mender(*args)
+            assert result.returncode == 0, f"mender {' '.join(args)}:\n{result.stderr}"
+
+    # -- observation ---------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        ids = self.dockerd.ids("ps", "-aq")
+        containers = {}
+        if ids:
+            for c in json.loads(self.dockerd.docker("inspect", *ids).stdout):
+                containers[c["Name"].lstrip("/")] = (
+                    c["Id"], c["State"]["Running"], c["Image"], c["Config"]["Labels"] or {})
+        images = set(self.dockerd.ids("images", "-aq", "--no-trunc"))
+        return Snapshot(containers, images)
+
+    def journal(self, stack: str) -> dict | None:
+        path = self.sandbox.host_path(f"{STATE_DIR}/{stack}.json")
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def run_foreign(self, name: str, image: str, *args: str) -> str:
+        """A container started by hand, without the module's labels."""
+        return self.dockerd.docker("run", "-d", "--name", name, "--label", bench.LABEL, "--network", "none",
+                                   *args, image, "sleep", "3600").stdout.strip()
+
+
+def stack_meta(stack: str, containers: Sequence[Mapping], **options) -> dict:
+    return {"docker-stack": {"format": 1, "stack": stack, **options, "containers": list(containers)}}
+
+
+def container(name: str, image: str, **fields) -> dict:
+    return {"name": name, "image": image, "network_mode": "none", **fields}
+
+
+def module_lines(stderr: str) -> list[str]:
+    """The module's own lines as the Go client logs them (`docker: …`, `docker: error: …`)."""
+    lines = []
+    for line in stderr.splitlines():
+        at = line.find("docker: ")
+        if at >= 0:
+            lines.append(line[at:].rstrip('"').replace('\\"', '"'))
+    return lines
+
+
+def module_errors(stderr: str) -> list[str]:
+    return [line for line in module_lines(stderr) if line.startswith("docker: error:")]
+
+
+def run_old_generator(device: DockerDevice, *, name: str, images: Sequence[str], run_args: str,
+                      extra: Sequence[str] = ()) -> Path:
+    """The real docker-artifact-gen of the Debian package, against the bench's daemon."""
+    out = device.workdir / f"{name}.mender"
+    gen_dir = device.workdir / f"gen-{name}"
+    gen_dir.mkdir(exist_ok=True)
+    argv = ["bash", str(OLD_GENERATOR), "-n", name, "-t", device.sandbox.device_type, "--run-args", run_args,
+            "-o", str(out), *images]
+    if extra:
+        argv += ["--", *extra]
+    run(argv, env={**os.environ, **device.dockerd.env}, cwd=gen_dir, timeout=300)
+    return out
+
+
+@pytest.fixture
+def device(sandbox, dockerd, registry, rust_binary, tmp_path) -> DockerDevice:
+    """A sandboxed device with the shipped module binary and a configuration naming the bench's daemon."""
+    d = DockerDevice(sandbox, dockerd, registry, tmp_path / "work")
+    d.install_module(rust_binary(MODULE_PACKAGE, MODULE_BINARY))
+    d.configure()
+    return d

@@ -1,0 +1,131 @@
+"""Bad artifacts and bad device configuration through the real client: each is refused in Download
+with one line that says what and where, and the device is exactly as before (same containers, same
+states, same images, same journal, same recorded artifact)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from docker_helpers import container, device, module_errors, stack_meta  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.bench
+
+
+def _with_raw_meta_data(artifact: Path, raw: bytes) -> Path:
+    """The artifact with its meta-data replaced by `raw` bytes (mender-artifact refuses to write
+    invalid JSON) and the manifest's checksum of the header updated, so the client accepts it."""
+    with tarfile.open(artifact) as outer:
+        members = [(m, outer.extractfile(m).read()) for m in outer.getmembers()]
+    files = {m.name: data for m, data in members}
+    with tarfile.open(fileobj=io.BytesIO(files["header.tar.gz"]), mode="r:gz") as header:
+        parts = [(m, header.extractfile(m).read() if m.isfile() else None) for m in header.getmembers()]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as header:
+        for m, data in parts:
+            if m.name == "headers/0000/meta-data":
+                data = raw
+                m.size = len(raw)
+            header.addfile(m, io.BytesIO(data) if data is not None else None)
+    files["header.tar.gz"] = buf.getvalue()
+    manifest = []
+    for line in files["manifest"].decode().splitlines():
+        digest, name = line.split()
+        if name == "header.tar.gz":
+            digest = hashlib.sha256(files[name]).hexdigest()
+        manifest.append(f"{digest}  {name}")
+    files["manifest"] = ("\n".join(manifest) + "\n").encode()
+    out = artifact.with_name(artifact.stem + "-raw.mender")
+    with tarfile.open(out, "w") as outer:
+        for m, _ in members:
+            m.size = len(files[m.name])
+            outer.addfile(m, io.BytesIO(files[m.name]))
+    return out
+
+
+def test_every_bad_input_is_refused_in_one_line_and_changes_nothing(device):
+    v1 = device.image("stacks/web", "1")
+    v2 = device.image("stacks/web", "2")
+    tools = device.image("other/tools", "1", keep_local=True)
+    device.run_foreign("api", tools)
+    device.deploy(device.artifact("web-1", stack_meta("web", [container("web", v1)])))
+    unpinned = v2.split("@")[0] + ":2"
+    ok = container("web", v2)
+
+    def stack(*containers, **options):
+        return stack_meta("web", list(containers), **options)
+
+    cases = [
+        # The Go client parses the meta-data itself and refuses before any module state runs; the
+        # module's own message for it is covered by the protocol tests (tests/protocol.rs).
+        ("malformed JSON", b'{"docker-stack": {"format": 1,', "error reading meta-data"),
+        ("no meta-data", None, "artifact meta-data is missing"),
+        ("unknown top-level key", {**stack(ok), "extra": 1}, "at extra: unknown key \"extra\""),
+        ("unknown container key", stack({**ok, "imagee": v2}),
+         "at docker-stack.containers[0].imagee: unknown key \"imagee\""),
+        ("unsupported format", {"docker-stack": {**stack(ok)["docker-stack"], "format": 2}},
+         "format 2 is not supported"),
+        ("digest missing", stack(container("web", unpinned)), "is not pinned by digest"),
+        ("digest malformed", stack(container("web", v2[:-3])), "64 lower-case hex digits"),
+        ("duplicate names", stack(ok, container("web", v2)),
+         "containers[1].name: container name \"web\" is already used by containers[0]"),
+        ("reserved label", stack({**ok, "labels": {"io.mender.composable.stack": "x"}}),
+         "reserves for its own bookkeeping"),
+        ("bad port", stack({**ok, "ports": ["99999:80"]}), "containers[0].ports[0]"),
+        ("unsupported run_args flag", {"containers": [v2], "run_args": "--network none --pid host"},
+         "at run_args: flag --pid is not supported"),
+        ("env-file in run_args", {"containers": [v2], "run_args": "--env-file /etc/app.env"},
+         "flag --env-file is not supported"),
+        ("registry without credentials", stack(ok, registry="fleet"),
+         "the release pulls through registry \"fleet\", which /etc/mender/docker-module.conf does not configure"),
+        ("a name a foreign container holds", stack(ok, container("api", v2)),
+         "container name api is already used by container api"),
+        ("not enough disk", stack({**ok, "size": 1 << 60}), "not enough disk space"),
+    ]
+    before = device.snapshot()
+    journal = device.journal("web")
+    problems = []
+    for what, meta, want in cases:
+        if isinstance(meta, bytes):
+            artifact = _with_raw_meta_data(device.artifact(f"bad-{len(problems)}", {"placeholder": 1}), meta)
+        else:
+            artifact = device.artifact(f"bad-{what.replace(' ', '-')}", meta if meta is not None else {})
+            if meta is None:
+                artifact = _with_raw_meta_data(artifact, b"null")
+        result = device.install(artifact)
+        errors = module_errors(result.stderr)
+        if result.returncode == 0:
+            problems.append(f"{what}: installed")
+        elif what == "malformed JSON":
+            if errors or want not in result.stderr:
+                problems.append(f"{what}: expected the client to refuse it ({want!r}), module said {errors}")
+        elif len(errors) != 1 or want not in errors[0] or not errors[0].startswith("docker: error: Download: "):
+            problems.append(f"{what}: want one Download error containing {want!r}, got {errors}")
+        after = device.snapshot()
+        if (after.ids(), after.running(), after.images) != (before.ids(), before.running(), before.images):
+            problems.append(f"{what}: the engine's state changed")
+        if device.journal("web") != journal:
+            problems.append(f"{what}: the journal changed")
+    assert device.sandbox.artifact_name() == "web-1"
+    assert not problems, "\n".join(problems)
+
+
+def test_credentials_in_a_configuration_others_can_read_are_refused(device):
+    image = device.image("stacks/web", "1")
+    device.configure(registries={"fleet": {"address": device.registry.addr, "username": "u",
+                                           "password": "do-not-print"}}, mode=0o644)
+    before = device.snapshot()
+
+    result = device.install(device.artifact("web-1", stack_meta("web", [container("web", image)])))
+
+    assert result.returncode != 0
+    errors = module_errors(result.stderr)
+    assert len(errors) == 1 and "holds registry credentials but its mode 0644 lets group or others read it" in errors[0]
+    assert "chmod 600" in errors[0]
+    assert "do-not-print" not in result.stderr + result.stdout
+    assert device.snapshot().images == before.images and not device.snapshot().containers

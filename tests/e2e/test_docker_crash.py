@@ -1,0 +1,147 @@
+"""Crash safety through the real client: a module built with fault injection kills itself with
+SIGKILL at a named point of a state (DOCKER_MODULE_FAULT=<State>:<point>[:<n>]); the client then
+runs its recovery path (Cleanup after Download; ArtifactRollback, ArtifactFailure, Cleanup after the
+others), each in a new process. Every time, the device must be back on the previous set: the same
+containers running under the same names, nothing of the failed release left, the journal clear."""
+
+from __future__ import annotations
+
+import pytest
+
+from docker_helpers import (
+    DockerDevice,
+    container,
+    fault_binary,
+    module_lines,
+    stack_meta,
+)
+
+pytestmark = pytest.mark.bench
+
+# v2 over v1 creates web.mender-new, worker.mender-new and api, stops legacy, worker and web, renames
+# four times and starts three containers: these points hit the start, the middle and the end of
+# each kind of step.
+FAULTS = [
+    "Download:journal-download",
+    "Download:mid-pull",
+    "Download:after-pull",
+    "ArtifactInstall:journal-install",
+    "ArtifactInstall:after-create:1",
+    "ArtifactInstall:after-create:3",
+    "ArtifactInstall:after-stop:1",
+    "ArtifactInstall:after-stop:3",
+    "ArtifactInstall:after-rename:1",
+    "ArtifactInstall:after-rename:3",
+    "ArtifactInstall:after-start:1",
+    "ArtifactInstall:after-start:3",
+    "ArtifactInstall:journal-installed",
+    "ArtifactCommit:journal-commit",
+]
+
+# The install fails by itself (a container exits at once); the fault hits the recovery.
+RECOVERY_FAULTS = [
+    "ArtifactRollback:after-remove:1",
+    "ArtifactRollback:after-rename:1",
+    "ArtifactFailure:journal-dropped-pulled",
+]
+
+
+@pytest.fixture
+def crash_device(sandbox, dockerd, registry, tmp_path) -> DockerDevice:
+    d = DockerDevice(sandbox, dockerd, registry, tmp_path / "work")
+    d.install_module(fault_binary())
+    d.configure()
+    return d
+
+
+def _baseline(device: DockerDevice):
+    v1 = device.image("stacks/app", "1")
+    v2 = device.image("stacks/app", "2")
+    broken = device.image("stacks/app", "3", cmd=["sh", "-c", "exit 3"])
+    foreign = device.image("other/tools", "1", keep_local=True)
+    device.run_foreign("legacy", foreign)
+    device.run_foreign("monitor", foreign)
+    device.deploy(device.artifact("web-1", stack_meta("web", [container("web", v1), container("worker", v1)])))
+    new_set = [container("web", v2), container("worker", v2), container("api", v2)]
+    good = device.artifact("web-2", stack_meta("web", new_set, replaces=["legacy"]))
+    bad = device.artifact("web-3", stack_meta("web", [container("web", broken)], replaces=["legacy"]))
+    return v2, broken, good, bad
+
+
+def _assert_previous_set(device: DockerDevice, before, new_images, fault: str, problems: list[str],
+                         client_consistent: bool = True) -> None:
+    after = device.snapshot()
+    checks = [
+        (after.ids() == before.ids(), f"containers {sorted(after.ids())} != {sorted(before.ids())}"),
+        (after.running() == before.running(), f"running {sorted(after.running())}"),
+        (not any(device.image_present(i) for i in new_images), "an image of the failed release is left"),
+        ((device.journal("web") or {}).get("update") is None, f"journal {device.journal('web')}"),
+    ]
+    if client_consistent:
+        checks.append((device.sandbox.artifact_name() == "web-1", "the client records another artifact"))
+    for ok, what in checks:
+        if not ok:
+            problems.append(f"{fault}: {what}")
+
+
+def test_sigkill_at_every_point_of_an_install_returns_to_the_previous_set(crash_device):
+    device = crash_device
+    v2, _, good, _ = _baseline(device)
+    before = device.snapshot()
+    assert before.running() == {"web", "worker", "legacy", "monitor"}
+    problems: list[str] = []
+
+    for fault in FAULTS:
+        env = {"DOCKER_MODULE_FAULT": fault}
+        result = device.install(good, env=env)
+        if fault.startswith("ArtifactCommit:"):
+            assert result.returncode == 0, result.stderr
+            result = device.mender("commit", env=env)
+        fired = any("fault injection: SIGKILL" in line for line in module_lines(result.stderr))
+        if result.returncode == 0 or not fired:
+            problems.append(f"{fault}: the fault did not fire or the client did not fail (exit {result.returncode})")
+        _assert_previous_set(device, before, [v2], fault, problems)
+
+    assert not problems, "\n".join(problems)
+
+
+def test_sigkill_in_the_recovery_states_is_recovered_by_the_next_one(crash_device):
+    device = crash_device
+    _, broken, _, bad = _baseline(device)
+    before = device.snapshot()
+    problems: list[str] = []
+
+    for fault in RECOVERY_FAULTS:
+        result = device.install(bad, env={"DOCKER_MODULE_FAULT": fault})
+        assert result.returncode != 0
+        if not any("SIGKILL" in line for line in module_lines(result.stderr)):
+            problems.append(f"{fault}: the fault did not fire")
+        # A rollback or failure state that dies makes the Go client record the artifact as
+        # "<name>_INCONSISTENT"; what matters here is that the device is back on the previous set.
+        _assert_previous_set(device, before, [broken], fault, problems, client_consistent=False)
+
+    assert not problems, "\n".join(problems)
+
+
+def test_sigkill_in_cleanup_after_a_commit_is_finished_by_the_next_deployment(crash_device):
+    device = crash_device
+    v1 = device.image("stacks/app", "1")
+    v2 = device.image("stacks/app", "2")
+    v3 = device.image("stacks/app", "3")
+    device.deploy(device.artifact("web-1", stack_meta("web", [container("web", v1)])))
+    device.deploy(device.artifact("web-2", stack_meta("web", [container("web", v2)])))
+    assert device.install(device.artifact("web-3", stack_meta("web", [container("web", v3)]))).returncode == 0
+
+    device.mender("commit", env={"DOCKER_MODULE_FAULT": "Cleanup:after-remove:1"})
+
+    assert device.snapshot().running() == {"web"}
+    assert device.journal("web")["update"]["phase"] == "commit"
+    assert device.sandbox.artifact_name() == "web-3"
+    # The next state that opens the stack finishes the commit first.
+    v4 = device.image("stacks/app", "4")
+    device.deploy(device.artifact("web-4", stack_meta("web", [container("web", v4)])))
+    assert device.snapshot().ids().keys() == {"web"}
+    assert not device.image_present(v1) and not device.image_present(v2)
+    assert device.image_present(v3) and device.image_present(v4)
+    assert device.journal("web")["current"]["artifact"] == "web-4"
+    assert device.journal("web")["previous"]["artifact"] == "web-3"
