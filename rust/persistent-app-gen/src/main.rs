@@ -6,16 +6,15 @@
 //! from it, and `mender-artifact write module-image` does the rest. With
 //! `SOURCE_DATE_EPOCH` set the output is byte-for-byte reproducible.
 
-mod mender_artifact;
-
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use artifact_gen::Scratch;
 use clap::Parser;
 use persistent_app::pack::Packer;
 use persistent_app::spec::{self, AppSpec, FORMAT_VERSION};
@@ -119,8 +118,8 @@ fn run(args: &Args) -> Result<()> {
     if software_version.is_empty() {
         bail!("--software-version is empty");
     }
-    let epoch = source_date_epoch()?;
-    let tool = mender_artifact::probe()?;
+    let epoch = artifact_gen::source_date_epoch()?;
+    let tool = artifact_gen::mender_artifact::probe()?;
 
     let mut packer = Packer::new();
     for payload in &args.payloads {
@@ -132,7 +131,7 @@ fn run(args: &Args) -> Result<()> {
         bail!("the payloads hold no files; give at least one file or non-empty directory");
     }
 
-    let work = Scratch::new(&args.output)?;
+    let work = Scratch::new(&args.output, "--output")?;
     let tar_path = work.dir.join(ARCHIVE_NAME);
     let file =
         File::create(&tar_path).with_context(|| format!("cannot create {}", tar_path.display()))?;
@@ -200,7 +199,7 @@ fn run(args: &Args) -> Result<()> {
         );
     }
     if let Some(epoch) = epoch {
-        mender_artifact::normalize_outer_tar(&tmp_out, epoch)?;
+        artifact_gen::mender_artifact::normalize_outer_tar(&tmp_out, epoch)?;
     }
     fs::rename(&tmp_out, &args.output).with_context(|| {
         format!(
@@ -218,47 +217,6 @@ fn run(args: &Args) -> Result<()> {
         software_version
     );
     Ok(())
-}
-
-fn source_date_epoch() -> Result<Option<u64>> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if v.is_empty() => Ok(None),
-        Ok(v) => v.parse().map(Some).map_err(|_| {
-            anyhow!("SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds since 1970")
-        }),
-        Err(_) => Ok(None),
-    }
-}
-
-/// A working directory beside the output, so the final rename is atomic
-/// and the tar never lands on a small /tmp. Removed when dropped.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(output: &Path) -> Result<Scratch> {
-        let parent = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let name = output
-            .file_name()
-            .ok_or_else(|| anyhow!("--output {} names no file", output.display()))?;
-        let dir = parent.join(format!(
-            ".{}.gen-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Scratch { dir })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Packing progress on a terminal only; quiet when piped.

@@ -15,9 +15,12 @@ CARGO_PACKAGE = "docker-module"
 do_install() {
     install -d ${D}${datadir}/mender/modules/v3
     install -m 0755 ${CARGO_BUILD_DIR}/mender-docker-module ${D}${datadir}/mender/modules/v3/docker
+    # Inventory: managed stacks, versions, containers, image digests and states.
+    install -d ${D}${datadir}/mender/inventory
+    install -m 0755 ${CARGO_BUILD_DIR}/mender-inventory-docker ${D}${datadir}/mender/inventory/mender-inventory-docker
 }
 
-FILES:${PN} += "${datadir}/mender/modules/v3/docker"
+FILES:${PN} += "${datadir}/mender/modules/v3/docker ${datadir}/mender/inventory/mender-inventory-docker"
 
 # The module drives the engine over its socket; without dockerd it can only fail.
 # "docker" is what docker-moby (and docker-ce) RPROVIDE.

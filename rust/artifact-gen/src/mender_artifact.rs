@@ -1,4 +1,4 @@
-//! The `mender-artifact` tool this generator drives: finding it, checking
+//! The `mender-artifact` tool the generators drive: finding it, checking
 //! that it is new enough, and making its output reproducible.
 
 use std::fs::{self, OpenOptions};
@@ -50,13 +50,13 @@ pub fn probe() -> Result<Tool> {
     );
     if !out.status.success() || !help.contains("module-image") || !help.contains("--type") {
         bail!(
-            "{} ({version}) does not know `write module-image`, which this generator needs; {HOW_TO_GET}",
+            "{} ({version}) does not know `write module-image`, which the generators need; {HOW_TO_GET}",
             path.display()
         );
     }
     if !help.contains("--software-filesystem") {
         bail!(
-            "{} ({version}) does not know --software-filesystem, without which the app's version would be \
+            "{} ({version}) does not know --software-filesystem, without which the software version would be \
              cleared by every OS update; {HOW_TO_GET}",
             path.display()
         );
