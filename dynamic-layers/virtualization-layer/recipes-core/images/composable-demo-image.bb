@@ -1,0 +1,43 @@
+# nooelint: oelint.var.suggestedvar.CVE_PRODUCT,oelint.var.suggestedvar.SECTION - an image: no upstream product, no package section
+SUMMARY = "Demo image of composable Mender updates: rootfs, persistent apps, containers"
+DESCRIPTION = "A minimal Mender image with docker-moby (data-root on /data/docker) \
+               and the persistent-app Update Module, for the three update \
+               domains: the rootfs A/B, apps under /data/apps, containers. \
+               Built for qemux86-64 by kas/qemux86-64.yml; it needs \
+               INHERIT += \"mender-full\" and the distro features systemd, \
+               virtualization and composable-docker."
+# nooelint: oelint.vars.homepageping - checked by hand; CI has no network to ping it
+HOMEPAGE = "https://github.com/meta-mender-composable/meta-mender-composable"
+BUGTRACKER = "https://github.com/meta-mender-composable/meta-mender-composable/issues"
+LICENSE = "MIT"
+
+inherit core-image features_check mender-composable-provides-check
+
+# Without composable-docker, Docker would keep images and containers in the
+# rootfs, which every OS update replaces.
+REQUIRED_DISTRO_FEATURES = "systemd virtualization composable-docker"
+
+# The Mender client (mender-update, mender-auth) comes with mender-full.
+IMAGE_INSTALL = "\
+    packagegroup-core-boot \
+    docker-moby \
+    persistent-app-update-module \
+    docker-update-module \
+    ${CORE_IMAGE_EXTRA_INSTALL} \
+"
+
+# testimage and the demo log in over ssh.
+IMAGE_FEATURES += "ssh-server-openssh"
+
+IMAGE_LINGUAS = ""
+
+# No IMAGE_ROOTFS_SIZE: meta-mender sizes the rootfs to its partition, from
+# MENDER_STORAGE_TOTAL_SIZE_MB and MENDER_DATA_PART_SIZE_MB (kas/qemux86-64.yml:
+# about 2 GB each for rootfs A and B, enough for docker-moby).
+
+# Building the image also deploys the artifacts its runtime tests install
+# (demo-app-1.0.mender, demo-app-2.0.mender, cuda-depends.mender). They are
+# artifacts, not packages: task dependencies, not IMAGE_INSTALL.
+COMPOSABLE_DEMO_ARTIFACTS = "demo-app-v1:do_deploy demo-app-v2:do_deploy cuda-depends-artifact:do_deploy"
+do_build[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"
+do_testimage[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"
