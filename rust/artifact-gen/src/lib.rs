@@ -5,8 +5,25 @@ pub mod mender_artifact;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
+
+/// The generators' exit: on error, one line `NAME: error: what: why` on
+/// stderr (CI logs and terminals alike), exit status 1.
+pub fn exit(name: &str, result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}");
+            eprintln!(
+                "{name}: error: {}",
+                line.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// `SOURCE_DATE_EPOCH`, when set: the time stamped into artifacts so that two
 /// builds of the same inputs are byte-identical.

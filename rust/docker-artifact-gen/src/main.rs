@@ -105,17 +105,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let line = format!("{e:#}");
-            eprintln!(
-                "docker-artifact-gen: error: {}",
-                line.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
-            ExitCode::FAILURE
-        }
-    }
+    artifact_gen::exit("docker-artifact-gen", run(&args))
 }
 
 /// The meta-data of the old generator, byte-compatible in content.

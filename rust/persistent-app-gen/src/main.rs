@@ -86,17 +86,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let line = format!("{e:#}");
-            eprintln!(
-                "persistent-app-artifact-gen: error: {}",
-                line.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
-            ExitCode::FAILURE
-        }
-    }
+    artifact_gen::exit("persistent-app-artifact-gen", run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {
