@@ -174,7 +174,16 @@ class DockerDevice:
 
 
 def stack_meta(stack: str, containers: Sequence[Mapping], **options) -> dict:
-    return {"docker-stack": {"format": 1, "stack": stack, **options, "containers": list(containers)}}
+    """A docker-stack document from containers written as {"name": …, …} in start order (the format
+    keys them by name and lists the order separately: artifact meta-data cannot hold lists of objects)."""
+    by_name = {}
+    for c in containers:
+        fields = dict(c)
+        by_name[fields.pop("name")] = fields
+    doc = {"format": 1, "stack": stack, **options, "containers": by_name}
+    if len(by_name) > 1:
+        doc.setdefault("start_order", list(by_name))
+    return {"docker-stack": doc}
 
 
 def container(name: str, image: str, **fields) -> dict:

@@ -14,7 +14,7 @@ import pytest
 
 import bench
 from bench.system import run
-from docker_helpers import MODULE_PACKAGE, device  # noqa: F401  (fixture)
+from docker_helpers import MODULE_PACKAGE, container, device, stack_meta  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.bench
 
@@ -55,10 +55,7 @@ def test_generated_stack_installs_and_shows_in_the_inventory(device, rust_binary
     worker = device.image("gen/worker", "1")
     web_tag = f"{device.registry.addr}/gen/web:1"
     spec = tmp_path / "web.json"
-    spec.write_text(json.dumps({"docker-stack": {"format": 1, "stack": "web", "containers": [
-        {"name": "web", "image": web_tag, "network_mode": "none"},
-        {"name": "worker", "image": worker, "network_mode": "none"},
-    ]}}))
+    spec.write_text(json.dumps(stack_meta("web", [container("web", web_tag), container("worker", worker)])))
     out = device.workdir / "web-1.mender"
 
     generate(device, rust_binary, "-n", "web-1", "-t", device.sandbox.device_type, "--software-version", "1.0",
@@ -67,7 +64,9 @@ def test_generated_stack_installs_and_shows_in_the_inventory(device, rust_binary
     info = artifact_info(out)
     assert "data-partition.web.version: 1.0" in info, info
     assert "data-partition.web.*" in info, info
-    images = [c["image"] for c in meta_data(out)["docker-stack"]["containers"]]
+    assert "Invalid metadata" not in info, "valid artifact meta-data (no objects inside lists)"
+    stack = meta_data(out)["docker-stack"]
+    images = [stack["containers"][name]["image"] for name in stack["start_order"]]
     assert images == [web.replace("/gen/web@", "/gen/web:1@"), worker], "the tag kept, both pinned"
 
     device.deploy(out)

@@ -4,8 +4,10 @@
 pub mod mender_artifact;
 
 use std::fs;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -66,5 +68,93 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Byte progress of a long copy on stderr (`label: 12.3 MiB, 45.6 MiB/s`),
+/// redrawn at most a few times a second, and only when stderr is a
+/// terminal: piped output (CI logs, Yocto tasks) stays quiet.
+pub struct Progress {
+    label: String,
+    enabled: bool,
+    start: Instant,
+    drawn: Option<Instant>,
+    bytes: u64,
+}
+
+impl Progress {
+    /// Shows progress when stderr is a terminal.
+    pub fn on_terminal(label: impl Into<String>) -> Progress {
+        Progress::new(label, std::io::stderr().is_terminal())
+    }
+
+    pub fn new(label: impl Into<String>, enabled: bool) -> Progress {
+        Progress {
+            label: label.into(),
+            enabled,
+            start: Instant::now(),
+            drawn: None,
+            bytes: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn add(&mut self, n: u64) {
+        self.bytes += n;
+        let due = self
+            .drawn
+            .map_or(true, |t| t.elapsed() >= Duration::from_millis(250));
+        if self.enabled && due {
+            self.draw();
+            self.drawn = Some(Instant::now());
+        }
+    }
+
+    /// The last state and a line break, so later messages start on their own line.
+    pub fn finish(mut self) {
+        if self.enabled {
+            self.draw();
+            eprintln!();
+            self.enabled = false;
+        }
+    }
+
+    fn draw(&self) {
+        eprint!("\r{}\x1b[K", self.line());
+    }
+
+    /// `label: 12.3 MiB, 45.6 MiB/s`.
+    pub fn line(&self) -> String {
+        let mib = self.bytes as f64 / (1024.0 * 1024.0);
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { mib / secs } else { 0.0 };
+        format!("{}: {mib:.1} MiB, {rate:.1} MiB/s", self.label)
+    }
+}
+
+impl Drop for Progress {
+    /// An aborted copy still ends its line, so the error starts on a fresh one.
+    fn drop(&mut self) {
+        if self.enabled {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_bytes_and_reports_mib() {
+        let mut p = Progress::new("exporting", false);
+        p.add(1024 * 1024);
+        p.add(512 * 1024);
+        assert_eq!(p.bytes(), 1024 * 1024 + 512 * 1024);
+        assert!(p.line().starts_with("exporting: 1.5 MiB, "), "{}", p.line());
+        assert!(p.line().ends_with(" MiB/s"), "{}", p.line());
     }
 }

@@ -2,22 +2,27 @@
 //! Module. A drop-in for the old shell generator's command line that pins
 //! every image by digest from the local engine (never pulling), validates the
 //! meta-data as the device will, and makes the stack's version a
-//! data-partition provide that OS updates do not clear.
+//! data-partition provide that OS updates do not clear. With `--inline` the
+//! images travel in the artifact as payload files instead.
 
-// The mender-artifact probe and SOURCE_DATE_EPOCH normalisation of the
-// sibling generator, shared as a source file until it moves to a library.
+mod archive;
+mod inline;
+mod legacy;
 mod resolve;
 
 use std::ffi::OsString;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use artifact_gen::Scratch;
 use clap::Parser;
 use serde_json::{json, Value};
 
+use archive::Kind;
+use inline::{Inliner, Payload};
 use resolve::Resolver;
 
 /// The payload type, i.e. the Update Module's name on the device.
@@ -45,12 +50,27 @@ update, after which the server no longer knows which stack the device runs.
 Arguments after `--` go to `mender-artifact write module-image` unchanged
 (signing keys, --depends, …). SOURCE_DATE_EPOCH makes the output reproducible.
 
+--inline embeds every image instead, for devices that cannot reach a
+registry: local images (tag, name or ID; nothing needs to be pushed) are
+exported from the engine into the payload images.tar; an IMAGE (or a --spec
+container's \"image\") written as docker-archive:PATH (`docker save` output) or
+oci-archive:PATH (a tarred OCI image layout, e.g. meta-virtualization's
+image-oci) is taken from that file, one image per file, as its own payload;
+relative paths are from the current directory. Each image is then named
+REPOSITORY:TAG@sha256:<image ID>, and the docker-stack key \"inline\" lists the
+payloads. The legacy meta-data cannot carry inline images, so with IMAGEs
+--inline writes a docker-stack document with the same containers, stack
+--software-name (default docker).
+
 Examples:
   docker-artifact-gen -n web-1.2 -t qemux86-64 --software-version 1.2 \\
       --run-args '-p 8080:80 --restart unless-stopped' \\
       -o web-1.2.mender registry.example.com/web/app:1.2
   docker-artifact-gen -n web-2.0 -t qemux86-64 --spec web.json -o web-2.0.mender \\
-      -- -k signing-key.pem"
+      -- -k signing-key.pem
+  docker-artifact-gen -n web-1.3 -t qemux86-64 --inline --software-name web \\
+      --run-args '--network host' -o web-1.3.mender \\
+      web/app:1.3 oci-archive:tmp/deploy/images/qemux86-64/web-worker-oci.tar"
 )]
 struct Args {
     /// Name of the artifact
@@ -90,7 +110,12 @@ struct Args {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["images", "run_args"])]
     spec: Option<PathBuf>,
 
-    /// Container images (legacy meta-data: one container each)
+    /// Embed the images as payload files (images.tar, archive files) instead of pulling them
+    #[arg(long)]
+    inline: bool,
+
+    /// Container images (legacy meta-data: one container each); with --inline also
+    /// docker-archive:PATH or oci-archive:PATH
     #[arg(value_name = "IMAGE", required_unless_present = "spec")]
     images: Vec<String>,
 
@@ -113,21 +138,48 @@ fn legacy_meta(pinned: &[String], run_args: Option<&str>) -> Value {
     json!({"containers": pinned, "run_args": run_args.unwrap_or("")})
 }
 
-/// Pins every tag-only image of a docker-stack document in place.
-fn pin_stack_images(meta: &mut Value, resolver: &mut Resolver) -> Result<()> {
+/// How the images of the release are named in the meta-data.
+enum Pinning<'r> {
+    /// By registry digest, for the device to pull.
+    Registry(&'r mut Resolver),
+    /// By image ID, carried in the artifact.
+    Inline(Inliner<'r>),
+}
+
+impl Pinning<'_> {
+    /// `keep_tag`: keep the informational tag (docker-stack meta-data).
+    fn pin(&mut self, image: &str, keep_tag: bool) -> Result<String> {
+        match self {
+            Pinning::Registry(resolver) => {
+                if let Some((kind, _)) = Kind::split(image) {
+                    bail!(
+                        "{image}: an image from a file ({}PATH) travels in the artifact, which \
+                         needs --inline",
+                        kind.prefix()
+                    );
+                }
+                resolver.resolve(image, keep_tag)
+            }
+            Pinning::Inline(inliner) => inliner.pin(image),
+        }
+    }
+}
+
+/// Pins every image of a docker-stack document in place.
+fn pin_stack_images(meta: &mut Value, pinning: &mut Pinning) -> Result<()> {
     let Some(containers) = meta
         .get_mut("docker-stack")
         .and_then(|s| s.get_mut("containers"))
-        .and_then(Value::as_array_mut)
+        .and_then(Value::as_object_mut)
     else {
         return Ok(());
     };
-    for (i, c) in containers.iter_mut().enumerate() {
+    for (name, c) in containers.iter_mut() {
         if let Some(image) = c.get_mut("image") {
             if let Some(text) = image.as_str() {
-                let pinned = resolver
-                    .resolve(text, true)
-                    .with_context(|| format!("docker-stack.containers[{i}].image"))?;
+                let pinned = pinning
+                    .pin(text, true)
+                    .with_context(|| format!("docker-stack.containers.{name}.image"))?;
                 *image = Value::String(pinned);
             }
         }
@@ -135,21 +187,48 @@ fn pin_stack_images(meta: &mut Value, resolver: &mut Resolver) -> Result<()> {
     Ok(())
 }
 
+/// What the artifact will carry: the meta-data (without the `inline` list,
+/// added once the payloads are written), the stack and the payloads.
+#[derive(Debug)]
+struct Plan {
+    meta: Value,
+    stack: String,
+    payloads: Vec<Payload>,
+}
+
 /// The meta-data and the stack it deploys, validated as the device will.
-fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<(Value, String)> {
+fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<Plan> {
+    let inline = args.inline;
+    let mut pinning = if inline {
+        Pinning::Inline(Inliner::new(resolver))
+    } else {
+        Pinning::Registry(resolver)
+    };
     let meta = match &args.spec {
         Some(path) => {
             let text = fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let mut meta: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", path.display()))?;
-            pin_stack_images(&mut meta, resolver)?;
+            if inline
+                && meta
+                    .get("docker-stack")
+                    .and_then(|s| s.get("inline"))
+                    .is_some()
+            {
+                bail!(
+                    "{}: docker-stack.inline is written by --inline; remove it from the file",
+                    path.display()
+                );
+            }
+            pin_stack_images(&mut meta, &mut pinning)
+                .with_context(|| path.display().to_string())?;
             meta
         }
         None => {
             let mut pinned = Vec::new();
             for image in &args.images {
-                pinned.push(resolver.resolve(image, false)?);
+                pinned.push(pinning.pin(image, inline)?);
             }
             legacy_meta(&pinned, args.run_args.as_deref())
         }
@@ -158,7 +237,67 @@ fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<(Value, String)> {
         Some(path) => anyhow!("{}: {e}", path.display()),
         None => anyhow!("{e}"),
     })?;
-    Ok((meta, release.stack))
+    let Pinning::Inline(inliner) = pinning else {
+        return Ok(Plan {
+            meta,
+            stack: release.stack,
+            payloads: Vec::new(),
+        });
+    };
+    let payloads = inliner.finish();
+    if args.spec.is_some() {
+        return Ok(Plan {
+            meta,
+            stack: release.stack,
+            payloads,
+        });
+    }
+    // The legacy format has no place for inline images.
+    let stack = args
+        .software_name
+        .clone()
+        .unwrap_or_else(|| docker_spec::LEGACY_STACK.to_owned());
+    docker_spec::stack::check_stack_name(&stack)
+        .map_err(|e| anyhow!("--software-name names the stack that --inline writes: {e}"))?;
+    let meta = legacy::to_stack(&release, &stack).map_err(|e| anyhow!(e))?;
+    Ok(Plan {
+        meta,
+        stack,
+        payloads,
+    })
+}
+
+/// Writes the payloads into `dir`, adds their `inline` list to the
+/// meta-data and validates the result as the device will.
+fn write_payloads(
+    plan: &mut Plan,
+    dir: &std::path::Path,
+    resolver: &mut Resolver,
+    epoch: Option<u64>,
+) -> Result<()> {
+    let mut entries = serde_json::Map::new();
+    for payload in &plan.payloads {
+        let size = payload.write(dir, resolver, epoch.unwrap_or(0))?;
+        if let Some(epoch) = epoch {
+            // mender-artifact records the payload file's mtime in the artifact.
+            let path = dir.join(&payload.name);
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(UNIX_EPOCH + Duration::from_secs(epoch)))
+                .with_context(|| format!("cannot set the mtime of {}", path.display()))?;
+        }
+        entries.insert(payload.name.clone(), payload.entry(size));
+    }
+    let doc = plan
+        .meta
+        .get_mut("docker-stack")
+        .and_then(Value::as_object_mut)
+        .expect("--inline meta-data is a docker-stack document");
+    doc.insert("inline".to_owned(), Value::Object(entries));
+    docker_spec::parse(&plan.meta)
+        .map_err(|e| anyhow!("the meta-data with its inline images does not validate: {e}"))?;
+    Ok(())
 }
 
 /// The provide and clear this artifact writes: (filesystem, name, version).
@@ -181,7 +320,8 @@ fn run(args: &Args) -> Result<()> {
     let tool = artifact_gen::mender_artifact::probe()?;
     let socket = resolve::socket_from(std::env::var("DOCKER_HOST").ok().as_deref())?;
     let mut resolver = Resolver::new(socket);
-    let (meta, stack) = build_meta(args, &mut resolver)?;
+    let mut plan = build_meta(args, &mut resolver)?;
+    let stack = plan.stack.clone();
     let (filesystem, name, version) = provides(args, &stack);
     if name.is_empty() || version.is_empty() || filesystem.is_empty() {
         bail!("--software-name, --software-version and --software-filesystem must not be empty");
@@ -194,8 +334,11 @@ fn run(args: &Args) -> Result<()> {
     }
 
     let work = Scratch::new(&args.output_path, "--output-path")?;
+    if args.inline {
+        write_payloads(&mut plan, &work.dir, &mut resolver, epoch)?;
+    }
     let meta_path = work.dir.join("meta-data.json");
-    let text = serde_json::to_vec(&meta).expect("meta-data serialises");
+    let text = serde_json::to_vec(&plan.meta).expect("meta-data serialises");
     fs::write(&meta_path, text).with_context(|| format!("cannot write {}", meta_path.display()))?;
 
     let tmp_out = work.dir.join("artifact.mender");
@@ -205,11 +348,11 @@ fn run(args: &Args) -> Result<()> {
     for t in &args.device_type {
         cmd.arg(tool.device_type_flag).arg(t);
     }
-    cmd.arg("-o")
-        .arg(&tmp_out)
-        .arg("-m")
-        .arg(&meta_path)
-        .arg("--software-filesystem")
+    cmd.arg("-o").arg(&tmp_out).arg("-m").arg(&meta_path);
+    for payload in &plan.payloads {
+        cmd.arg("-f").arg(work.dir.join(&payload.name));
+    }
+    cmd.arg("--software-filesystem")
         .arg(&filesystem)
         .arg("--software-name")
         .arg(&name)
@@ -234,8 +377,15 @@ fn run(args: &Args) -> Result<()> {
     }
     fs::rename(&tmp_out, &args.output_path)
         .with_context(|| format!("cannot move the artifact to {}", args.output_path.display()))?;
+    let carried = match plan.payloads.len() {
+        0 => String::new(),
+        n => format!(
+            "; {} inline image(s) in {n} payload(s)",
+            plan.payloads.iter().map(|p| p.images.len()).sum::<usize>()
+        ),
+    };
     eprintln!(
-        "docker-artifact-gen: wrote {}: stack {stack}; provides {filesystem}.{name}.version={version}",
+        "docker-artifact-gen: wrote {}: stack {stack}; provides {filesystem}.{name}.version={version}{carried}",
         args.output_path.display()
     );
     Ok(())
@@ -244,6 +394,7 @@ fn run(args: &Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::tests::{docker_save, TempDir, A};
     use clap::CommandFactory;
 
     const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -338,7 +489,7 @@ mod tests {
             &format!("reg.example.com/tools/sidecar@{D}"),
         ])
         .unwrap();
-        let (meta, stack) = build_meta(&a, &mut offline()).unwrap();
+        let Plan { meta, stack, .. } = build_meta(&a, &mut offline()).unwrap();
         assert_eq!(stack, "docker");
         assert_eq!(
             serde_json::to_string(&meta).unwrap(),
@@ -348,7 +499,7 @@ mod tests {
         );
         let no_args = parse(&["-n", "a", "-t", "x", &format!("app@{D}")]).unwrap();
         assert_eq!(
-            build_meta(&no_args, &mut offline()).unwrap().0["run_args"],
+            build_meta(&no_args, &mut offline()).unwrap().meta["run_args"],
             ""
         );
     }
@@ -377,15 +528,15 @@ mod tests {
             &good,
             format!(
                 r#"{{"docker-stack": {{"format": 1, "stack": "web",
-                    "containers": [{{"name": "web", "image": "reg.example.com/web:2@{D}"}}]}}}}"#
+                    "containers": {{"web": {{"image": "reg.example.com/web:2@{D}"}}}}}}}}"#
             ),
         )
         .unwrap();
         let a = parse(&["-n", "a", "-t", "x", "--spec", good.to_str().unwrap()]).unwrap();
-        let (meta, stack) = build_meta(&a, &mut offline()).unwrap();
+        let Plan { meta, stack, .. } = build_meta(&a, &mut offline()).unwrap();
         assert_eq!(stack, "web");
         assert_eq!(
-            meta["docker-stack"]["containers"][0]["image"],
+            meta["docker-stack"]["containers"]["web"]["image"],
             format!("reg.example.com/web:2@{D}")
         );
         assert_eq!(provides(&a, &stack).1, "web");
@@ -395,7 +546,7 @@ mod tests {
             &bad,
             format!(
                 r#"{{"docker-stack": {{"format": 1, "stack": "web", "colour": "red",
-                    "containers": [{{"name": "web", "image": "reg.example.com/web@{D}"}}]}}}}"#
+                    "containers": {{"web": {{"image": "reg.example.com/web@{D}"}}}}}}}}"#
             ),
         )
         .unwrap();
@@ -416,6 +567,119 @@ mod tests {
     }
 
     #[test]
+    fn archives_need_inline() {
+        let dir = TempDir::new("needs-inline");
+        let archive = dir.0.join("app.tar");
+        docker_save(&archive, &format!("{A}.json"), &["web/app:1.0"]);
+        let image = format!("docker-archive:{}", archive.display());
+        let a = parse(&["-n", "a", "-t", "x", &image]).unwrap();
+        let e = format!("{:#}", build_meta(&a, &mut offline()).unwrap_err());
+        assert!(e.contains("needs --inline") && e.contains("app.tar"), "{e}");
+
+        let spec = dir.0.join("s.json");
+        fs::write(
+            &spec,
+            json!({"docker-stack": {"format": 1, "stack": "web",
+                "containers": {"web": {"image": image}}}})
+            .to_string(),
+        )
+        .unwrap();
+        let a = parse(&["-n", "a", "-t", "x", "--spec", spec.to_str().unwrap()]).unwrap();
+        let e = format!("{:#}", build_meta(&a, &mut offline()).unwrap_err());
+        assert!(
+            e.contains("s.json: docker-stack.containers.web.image") && e.contains("needs --inline"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn legacy_images_with_inline_become_a_docker_stack_with_payloads() {
+        let dir = TempDir::new("legacy-inline");
+        let archive = dir.0.join("app.tar");
+        docker_save(&archive, &format!("{A}.json"), &["web/app:1.0"]);
+        let image = format!("docker-archive:{}", archive.display());
+        let a = parse(&[
+            "-n",
+            "a",
+            "-t",
+            "x",
+            "--inline",
+            "--software-name",
+            "web",
+            "--run-args",
+            "--network host --restart always",
+            &image,
+        ])
+        .unwrap();
+        let mut plan = build_meta(&a, &mut offline()).unwrap();
+        assert_eq!(plan.stack, "web");
+        assert_eq!(
+            plan.meta,
+            json!({"docker-stack": {"format": 1, "stack": "web", "containers": {"app": {
+                "image": format!("web/app:1.0@sha256:{A}"),
+                "network_mode": "host", "restart": "always", "tty": true}}}})
+        );
+        let out = TempDir::new("legacy-inline-out");
+        write_payloads(&mut plan, &out.0, &mut offline(), Some(1_700_000_000)).unwrap();
+        let written = fs::metadata(out.0.join("app.tar")).unwrap();
+        assert_eq!(
+            written.modified().unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            "SOURCE_DATE_EPOCH"
+        );
+        let size = written.len();
+        assert_eq!(size, fs::metadata(&archive).unwrap().len());
+        assert_eq!(
+            plan.meta["docker-stack"]["inline"],
+            json!({"app.tar": {"images": [format!("sha256:{A}")], "size": size}})
+        );
+
+        // Without --software-name the stack is the legacy one.
+        let a = parse(&["-n", "a", "-t", "x", "--inline", &image]).unwrap();
+        assert_eq!(build_meta(&a, &mut offline()).unwrap().stack, "docker");
+    }
+
+    #[test]
+    fn a_spec_with_inline_is_pinned_to_image_ids() {
+        let dir = TempDir::new("spec-inline");
+        let archive = dir.0.join("app.tar");
+        docker_save(&archive, &format!("{A}.json"), &[]);
+        let spec = dir.0.join("s.json");
+        let image = format!("docker-archive:{}", archive.display());
+        let mut doc = json!({"docker-stack": {"format": 1, "stack": "web",
+            "start_order": ["web", "worker"],
+            "containers": {"web": {"image": image}, "worker": {"image": image}}}});
+        fs::write(&spec, doc.to_string()).unwrap();
+        let a = parse(&[
+            "-n",
+            "a",
+            "-t",
+            "x",
+            "--inline",
+            "--spec",
+            spec.to_str().unwrap(),
+        ])
+        .unwrap();
+        let plan = build_meta(&a, &mut offline()).unwrap();
+        let images: Vec<&Value> = plan.meta["docker-stack"]["containers"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|c| &c["image"])
+            .collect();
+        assert_eq!(images, [&json!(format!("app@sha256:{A}")); 2]);
+        assert_eq!(plan.payloads.len(), 1, "one image, one payload");
+
+        doc["docker-stack"]["inline"] = json!({});
+        fs::write(&spec, doc.to_string()).unwrap();
+        let e = format!("{:#}", build_meta(&a, &mut offline()).unwrap_err());
+        assert!(
+            e.contains("docker-stack.inline is written by --inline"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn help_explains_the_provides_and_shows_a_real_example() {
         let help = Args::command().render_long_help().to_string();
         assert!(
@@ -423,5 +687,9 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("cleared by the next OS"), "{help}");
+        assert!(
+            help.contains("docker-artifact-gen -n web-1.3 -t qemux86-64 --inline"),
+            "{help}"
+        );
     }
 }

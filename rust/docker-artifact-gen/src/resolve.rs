@@ -2,10 +2,17 @@
 //! references that already carry a digest are kept, others are looked up in
 //! the local engine's RepoDigests.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Duration;
+
 use anyhow::{anyhow, bail, Context, Result};
+use artifact_gen::Progress;
 use bollard::Docker;
 use docker_spec::image::canonical_pinned;
 use docker_spec::ImageRef;
+use futures_util::StreamExt;
 use tokio::runtime::Runtime;
 
 /// Where the local engine listens: `DOCKER_HOST=unix://PATH`, else the
@@ -91,6 +98,91 @@ impl Resolver {
     }
 
     fn repo_digests(&mut self, reference: &str) -> Result<Vec<String>> {
+        match self.inspect(reference)? {
+            Some(image) => Ok(image.repo_digests.unwrap_or_default()),
+            None => bail!(
+                "image {reference} is not in the local engine at {}; pull or build it and push it to a \
+                 registry, or pass it pinned as REPOSITORY@sha256:…",
+                self.socket
+            ),
+        }
+    }
+
+    /// The image ID (`sha256:…`) and RepoTags of a local image, for
+    /// embedding it (`--inline`): no registry involved.
+    pub fn local_image(&mut self, reference: &str) -> Result<(String, Vec<String>)> {
+        let Some(image) = self.inspect(reference)? else {
+            bail!(
+                "image {reference} is not in the local engine at {}; build, pull or load it there first, \
+                 or name a file as docker-archive:PATH or oci-archive:PATH",
+                self.socket
+            );
+        };
+        let id = image
+            .id
+            .filter(|id| id.starts_with("sha256:"))
+            .ok_or_else(|| anyhow!("the engine reports no sha256 image ID for {reference}"))?;
+        Ok((id, image.repo_tags.unwrap_or_default()))
+    }
+
+    /// Streams the engine's export of `ids` (`docker save`) into `dest`,
+    /// never holding it in memory; returns its length.
+    pub fn export(&mut self, ids: &[String], dest: &Path) -> Result<u64> {
+        let what = match ids {
+            [one] => {
+                let hex = one.strip_prefix("sha256:").unwrap_or(one);
+                format!("image {}", &hex[..hex.len().min(12)])
+            }
+            _ => format!("{} images", ids.len()),
+        };
+        let socket = self.socket.clone();
+        let (runtime, docker) = self.connect(&what)?;
+        // The engine answers only once it has staged the export; the
+        // client's request timeout would cut large images off.
+        let mut docker = docker.clone();
+        docker.set_timeout(Duration::from_secs(3600));
+        let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let file =
+            File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut progress = Progress::on_terminal(format!("docker-artifact-gen: exporting {what}"));
+        let failed = |e: &dyn std::fmt::Display| {
+            anyhow!("exporting {what} from the engine at {socket} failed: {e}")
+        };
+        runtime.block_on(async {
+            let mut stream = docker.export_images(&names);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| failed(&e))?;
+                out.write_all(&chunk)
+                    .with_context(|| format!("cannot write {}", dest.display()))?;
+                progress.add(chunk.len() as u64);
+            }
+            Ok::<(), anyhow::Error>(())
+        })?;
+        out.flush()
+            .with_context(|| format!("cannot write {}", dest.display()))?;
+        let bytes = progress.bytes();
+        progress.finish();
+        Ok(bytes)
+    }
+
+    /// `None` when the engine does not know `reference`.
+    fn inspect(&mut self, reference: &str) -> Result<Option<bollard::models::ImageInspect>> {
+        let socket = self.socket.clone();
+        let (runtime, docker) = self.connect(reference)?;
+        match runtime.block_on(docker.inspect_image(reference)) {
+            Ok(image) => Ok(Some(image)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(anyhow!(
+                "cannot inspect image {reference} in the engine at {socket}: {e}"
+            )),
+        }
+    }
+
+    /// The engine connection, made on first use; `what` names what it is needed for.
+    fn connect(&mut self, what: &str) -> Result<&(Runtime, Docker)> {
         if self.engine.is_none() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -100,25 +192,15 @@ impl Resolver {
                 .and_then(|d| runtime.block_on(d.negotiate_version()))
                 .map_err(|e| {
                     anyhow!(
-                        "cannot reach the container engine at {} to look up {reference}: {e}; start dockerd, \
-                         set DOCKER_HOST=unix:///path, or pass images pinned as REPOSITORY@sha256:…",
+                        "cannot reach the container engine at {} to look up {what}: {e}; start dockerd or \
+                         set DOCKER_HOST=unix:///path (without --inline, images pinned as \
+                         REPOSITORY@sha256:… need no engine)",
                         self.socket
                     )
                 })?;
             self.engine = Some((runtime, docker));
         }
-        let (runtime, docker) = self.engine.as_ref().expect("connected above");
-        match runtime.block_on(docker.inspect_image(reference)) {
-            Ok(image) => Ok(image.repo_digests.unwrap_or_default()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => bail!(
-                "image {reference} is not in the local engine at {}; pull or build it and push it to a \
-                 registry, or pass it pinned as REPOSITORY@sha256:…",
-                self.socket
-            ),
-            Err(e) => Err(anyhow!("cannot inspect image {reference}: {e}")),
-        }
+        Ok(self.engine.as_ref().expect("connected above"))
     }
 }
 

@@ -11,6 +11,7 @@
 //!   "health_timeout_seconds": 120,
 //!   "settle_seconds": 5,
 //!   "stop_timeout_seconds": 10,
+//!   "download": "stream",
 //!   "registries": {
 //!     "fleet": {"address": "registry.example.com:5000", "username": "device", "password": "…"}
 //!   }
@@ -44,7 +45,23 @@ pub struct Config {
     pub settle: Duration,
     /// How long a stopping container gets before the engine kills it.
     pub stop_timeout: Duration,
+    pub download: DownloadMode,
     pub registries: BTreeMap<String, Credentials>,
+}
+
+/// How `Download` takes the payloads (inline image archives).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadMode {
+    /// Stream each archive from the client straight into the engine while it
+    /// arrives: no copy on the device's disk besides the engine's own.
+    #[default]
+    Stream,
+    /// Leave `stream-next` alone so the client stores the payloads under
+    /// `files/`; ArtifactInstall loads them from there before anything stops.
+    /// Costs the archives' size once more on the client's datastore until the
+    /// deployment ends.
+    Store,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +72,8 @@ struct FileFormat {
     health_timeout_seconds: Option<u64>,
     settle_seconds: Option<u64>,
     stop_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    download: DownloadMode,
     #[serde(default)]
     registries: BTreeMap<String, RegistryFormat>,
 }
@@ -90,6 +109,7 @@ impl Config {
             health_timeout: Duration::from_secs(120),
             settle: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(10),
+            download: DownloadMode::Stream,
             registries: BTreeMap::new(),
         }
     }
@@ -172,6 +192,7 @@ impl Config {
             0,
             config.stop_timeout,
         )?;
+        config.download = file.download;
         for (name, r) in file.registries {
             if r.address.is_empty() || r.address.contains('/') {
                 return Err(invalid(format!(

@@ -3,12 +3,14 @@
 //! state's work and can run again in a fresh process after a crash at any
 //! point, because it decides from the journal and what the engine reports.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use docker_spec::{ImageRef, Release};
+use docker_spec::{ImageRef, InlineArchive, Release};
 use mender_module_protocol::signal;
 
+use crate::archive::TagStripper;
 use crate::config::Config;
 use crate::engine::{Container, Credentials, Engine, EngineError, ErrorKind};
 use crate::health::{self, GateError};
@@ -61,6 +63,46 @@ pub fn commit(journal: &mut Journal, artifact: &str) -> Result<()> {
     }
 }
 
+/// One payload file on its way in: its name, the size the client announced
+/// (`DownloadWithFileSizes`, or a stored file's length), and its bytes.
+pub struct Incoming<'a> {
+    pub name: String,
+    pub size: Option<u64>,
+    pub reader: Box<dyn Read + 'a>,
+}
+
+/// The artifact's payload files, streamed during Download or stored by the
+/// client for ArtifactInstall. Each must be read to its end before the next.
+pub trait PayloadSource {
+    fn next_payload(&mut self) -> Result<Option<Incoming<'_>>>;
+}
+
+impl PayloadSource for mender_module_protocol::Payloads {
+    fn next_payload(&mut self) -> Result<Option<Incoming<'_>>> {
+        Ok(
+            mender_module_protocol::Payloads::next_payload(self)?.map(|p| Incoming {
+                name: p.name.clone(),
+                size: p.size,
+                reader: Box::new(p),
+            }),
+        )
+    }
+}
+
+/// Reads what is left of a payload so the client can go on; its errors do
+/// not matter any more.
+fn drain(reader: &mut dyn Read) {
+    let _ = io::copy(reader, &mut io::sink());
+}
+
+/// Reads every remaining payload to its end: a Go 3.x client waits forever
+/// for a module that stops reading before the end of the payload list.
+pub fn drain_all(source: &mut dyn PayloadSource) {
+    while let Ok(Some(mut p)) = source.next_payload() {
+        drain(&mut p.reader);
+    }
+}
+
 /// What every state works with.
 pub struct Deployer<'a> {
     pub engine: &'a mut dyn Engine,
@@ -74,6 +116,13 @@ pub struct Deployer<'a> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn join(ids: &[&String]) -> String {
+    ids.iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn short(id: &str) -> &str {
@@ -192,7 +241,15 @@ impl Deployer<'_> {
 
     /// Download: validate against the device, check the disk, pull by digest
     /// and verify. Stops nothing.
-    pub fn download(&mut self, release: &Release) -> Result<()> {
+    ///
+    /// `payloads` is the client's stream when the module streams (inline
+    /// archives are loaded here), `None` when the client stores the payloads
+    /// (ArtifactInstall loads them).
+    pub fn download(
+        &mut self,
+        release: &Release,
+        payloads: Option<&mut dyn PayloadSource>,
+    ) -> Result<()> {
         let images = release_images(release);
         let pinned: Vec<String> = images.iter().map(|i| i.pinned()).collect();
         for image in &images {
@@ -223,7 +280,9 @@ impl Deployer<'_> {
         // container the module does not manage, …): nothing has changed yet.
         let containers = self.engine.containers()?;
         plan::install(release, "check", &containers)?;
-        self.check_disk(release, &missing)?;
+        let (to_load, to_pull): (Vec<&ImageRef>, Vec<&ImageRef>) =
+            missing.iter().partition(|i| i.inline);
+        self.check_disk(release, &to_pull, &to_load)?;
 
         let artifact = self.artifact.to_owned();
         let mut update = match self.journal.state.update.take() {
@@ -241,13 +300,21 @@ impl Deployer<'_> {
         self.journal.state.update = Some(update);
         self.save("download")?;
 
-        for (n, image) in missing.iter().enumerate() {
+        match payloads {
+            Some(source) => self.load_inline(release, source)?,
+            None if !to_load.is_empty() => log!(
+                "the client stores the payloads; ArtifactInstall loads the {} inline image(s)",
+                to_load.len()
+            ),
+            None => {}
+        }
+        for (n, image) in to_pull.iter().enumerate() {
             signal::check()?;
             let creds = credentials_for(release, self.config, image)?;
             log!(
                 "pulling {image} ({}/{}){}",
                 n + 1,
-                missing.len(),
+                to_pull.len(),
                 if creds.is_some() {
                     " with the configured registry credentials"
                 } else {
@@ -281,16 +348,20 @@ impl Deployer<'_> {
         Ok(())
     }
 
-    /// The size hints of the images still to pull against the free space of
-    /// the engine's data root. Images without a hint are named in the log:
-    /// the check cannot cover them.
-    fn check_disk(&mut self, release: &Release, missing: &[&ImageRef]) -> Result<()> {
-        if missing.is_empty() {
-            return Ok(());
-        }
+    /// What the images still to fetch need against the free space of the
+    /// engine's data root: the size hints of registry images, and twice each
+    /// inline archive (the engine unpacks the archive in its data root before
+    /// it registers the layers). What has no size is named in the log: the
+    /// check cannot cover it.
+    fn check_disk(
+        &mut self,
+        release: &Release,
+        to_pull: &[&ImageRef],
+        to_load: &[&ImageRef],
+    ) -> Result<()> {
         let mut need = 0u64;
         let mut unknown = Vec::new();
-        for image in missing {
+        for image in to_pull {
             let hint = release
                 .containers
                 .iter()
@@ -299,11 +370,32 @@ impl Deployer<'_> {
                 .max();
             match hint {
                 Some(s) => need = need.saturating_add(s),
-                None => unknown.push(image.to_string()),
+                None => unknown.push(format!("image {image} has no size hint")),
             }
         }
-        for u in &unknown {
-            log!("disk check: image {u} has no size hint, so the check cannot cover it");
+        for archive in release.inline.iter().filter(|a| {
+            a.images
+                .iter()
+                .any(|id| to_load.iter().any(|i| i.digest == *id))
+        }) {
+            match archive.size {
+                Some(s) => need = need.saturating_add(s.saturating_mul(2)),
+                // Checked again when the client announces the payload's size.
+                None => unknown.push(format!(
+                    "inline archive {} states no size (checked again if the client announces it)",
+                    archive.payload
+                )),
+            }
+        }
+        self.check_free(need, "the images still to fetch", &unknown)
+    }
+
+    fn check_free(&mut self, need: u64, what: &str, unknown: &[String]) -> Result<()> {
+        for u in unknown {
+            log!("disk check: {u}, so the check cannot cover it");
+        }
+        if need == 0 {
+            return Ok(());
         }
         let root = self.engine.data_root()?;
         match root.free_bytes {
@@ -313,14 +405,14 @@ impl Deployer<'_> {
             ),
             Some(free) if need > free => {
                 return Err(DeployError::Refused(format!(
-                    "not enough disk space: the images still to pull need {} (their size hints) but the engine's data root {} has {} free; free space there (e.g. remove unused images) and retry",
+                    "not enough disk space: {what} need {} but the engine's data root {} has {} free; free space there (e.g. remove unused images) and retry",
                     mib(need),
                     root.path.display(),
                     mib(free)
                 )))
             }
             Some(free) => log!(
-                "disk check: {} needed by size hints, {} free on {}",
+                "disk check: {what} need {}, {} free on {}",
                 mib(need),
                 mib(free),
                 root.path.display()
@@ -329,9 +421,153 @@ impl Deployer<'_> {
         Ok(())
     }
 
+    /// Streams every inline archive whose images are not all on the device
+    /// into the engine and checks it loaded exactly the listed IDs. Other
+    /// payloads are read and ignored. What a refused archive added is removed
+    /// at once; what a good one added is in the journal's `pulled`, so a
+    /// failed update removes it too.
+    pub fn load_inline(&mut self, release: &Release, source: &mut dyn PayloadSource) -> Result<()> {
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(mut p) = source.next_payload()? {
+            let result = match release.inline_archive(&p.name) {
+                Some(archive) => {
+                    seen.push(p.name.clone());
+                    self.load_archive(archive, &mut p)
+                }
+                None => {
+                    log!(
+                        "ignoring payload file {}: the release lists no inline archive of that name",
+                        p.name
+                    );
+                    Ok(())
+                }
+            };
+            drain(&mut p.reader);
+            result?;
+        }
+        for archive in &release.inline {
+            if seen.contains(&archive.payload) {
+                continue;
+            }
+            let absent: Vec<&String> = self.absent_ids(archive)?;
+            if !absent.is_empty() {
+                return Err(DeployError::Refused(format!(
+                    "the artifact has no payload file {} but its images {} are not on the device; rebuild the artifact with the archive (docker-artifact-gen --inline)",
+                    archive.payload,
+                    join(&absent)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn absent_ids<'r>(&mut self, archive: &'r InlineArchive) -> Result<Vec<&'r String>> {
+        let mut absent = Vec::new();
+        for id in &archive.images {
+            match self.engine.image(id)? {
+                Some(found) if found.id == *id => {}
+                _ => absent.push(id),
+            }
+        }
+        Ok(absent)
+    }
+
+    fn load_archive(&mut self, archive: &InlineArchive, p: &mut Incoming<'_>) -> Result<()> {
+        signal::check()?;
+        let absent = self.absent_ids(archive)?;
+        if absent.is_empty() {
+            log!(
+                "inline archive {}: its {} image(s) are on the device already",
+                archive.payload,
+                archive.images.len()
+            );
+            return Ok(());
+        }
+        if let (Some(stated), Some(announced)) = (archive.size, p.size) {
+            if stated != announced {
+                return Err(DeployError::Refused(format!(
+                    "payload {} is {announced} bytes but the artifact's meta-data states {stated}; the artifact is inconsistent, rebuild it",
+                    archive.payload
+                )));
+            }
+        }
+        let size = archive.size.or(p.size);
+        if archive.size.is_none() {
+            if let Some(s) = size {
+                self.check_free(
+                    s.saturating_mul(2),
+                    &format!("inline archive {}", archive.payload),
+                    &[],
+                )?;
+            }
+        }
+        let before: BTreeSet<String> = self.engine.image_ids()?;
+        log!(
+            "loading inline archive {}{} into the engine: {}",
+            archive.payload,
+            size.map(|s| format!(" ({})", mib(s))).unwrap_or_default(),
+            join(&absent)
+        );
+        let started = Instant::now();
+        let mut filter = TagStripper::new(&mut p.reader, size);
+        let answer = self.engine.load(&mut filter);
+        let bytes = filter.summary().bytes;
+        fault::point("after-load");
+        // Whatever this load added and the release does not list goes now.
+        let loaded = answer.clone().unwrap_or_default();
+        let unexpected: Vec<&String> = loaded
+            .iter()
+            .filter(|id| !archive.images.contains(id) && !before.contains(*id))
+            .collect();
+        for id in &unexpected {
+            if id.starts_with("sha256:") {
+                match self.engine.remove_image(id) {
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    other => other?,
+                }
+                log!(
+                    "removed image {id}: loaded from {} but not listed in the release",
+                    archive.payload
+                );
+            }
+        }
+        answer.map_err(|e| {
+            DeployError::Refused(format!(
+                "inline archive {} was refused: {}; the artifact is damaged or was modified, nothing of it is kept",
+                archive.payload, e.message
+            ))
+        })?;
+        let still_absent = self.absent_ids(archive)?;
+        if !unexpected.is_empty() || !still_absent.is_empty() {
+            return Err(DeployError::Refused(format!(
+                "inline archive {} holds {} instead of {}: it is not the archive the artifact's meta-data describes (modified or replaced), nothing of it is kept",
+                archive.payload,
+                if unexpected.is_empty() { "no other image".to_owned() } else { join(&unexpected) },
+                join(&still_absent)
+            )));
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        log!(
+            "loaded inline archive {}: {} image(s), {} in {secs:.1} s ({:.1} MiB/s)",
+            archive.payload,
+            archive.images.len(),
+            mib(bytes),
+            bytes as f64 / secs / (1024.0 * 1024.0)
+        );
+        Ok(())
+    }
+
     /// ArtifactInstall: create the new set beside the old one, switch, and
     /// pass the health gate.
-    pub fn install(&mut self, release: &Release) -> Result<()> {
+    ///
+    /// `stored`: the payloads the client stored because Download did not
+    /// stream them; inline archives still missing are loaded from there
+    /// before anything stops.
+    pub fn install(
+        &mut self,
+        release: &Release,
+        stored: Option<&mut dyn PayloadSource>,
+    ) -> Result<()> {
         let images = release_images(release);
         let pinned: Vec<String> = images.iter().map(|i| i.pinned()).collect();
         self.settle_abandoned(&pinned)?;
@@ -346,12 +582,15 @@ impl Deployer<'_> {
             }
             _ => {}
         }
+        if let Some(source) = stored {
+            self.load_inline(release, source)?;
+        }
         for image in &images {
             match self.engine.image(&image.pinned())? {
                 Some(found) if found.has_digest(image) => {}
                 _ => {
                     return Err(DeployError::Refused(format!(
-                        "image {image} is not on the device; Download pulls it, so run the whole deployment again"
+                        "image {image} is not on the device; Download fetches it, so run the whole deployment again"
                     )))
                 }
             }

@@ -47,6 +47,7 @@ fn release(specs: Vec<ContainerSpec>) -> Release {
         registry: None,
         replaces: vec![],
         containers: specs,
+        inline: vec![],
     }
 }
 
@@ -94,8 +95,10 @@ impl Bench {
 
     /// Go 3.x `mender install` + `mender commit`.
     fn deploy(&mut self, artifact: &str, r: &Release) {
-        self.state(artifact, &r.stack, |d| d.download(r)).unwrap();
-        self.state(artifact, &r.stack, |d| d.install(r)).unwrap();
+        self.state(artifact, &r.stack, |d| d.download(r, None))
+            .unwrap();
+        self.state(artifact, &r.stack, |d| d.install(r, None))
+            .unwrap();
         self.state(artifact, &r.stack, |d| d.commit()).unwrap();
         self.state(artifact, &r.stack, |d| d.cleanup()).unwrap();
     }
@@ -182,8 +185,8 @@ fn rollback_restores_exactly_the_previous_set_and_cleanup_leaves_nothing() {
     b.deploy("web-1", &v1);
     let before = b.view();
 
-    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
-    b.state("web-2", "web", |d| d.install(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2, None)).unwrap();
     assert_eq!(b.engine.running_names(), ["api", "web"]);
     assert_eq!(
         b.engine.all_names(),
@@ -204,8 +207,10 @@ fn a_container_that_exits_fails_the_gate_and_the_recovery_restores() {
     b.deploy("web-1", &v1);
     let before = b.view();
     b.engine.exits_on_start.insert("api".into());
-    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
-    let e = b.state("web-2", "web", |d| d.install(&v2)).unwrap_err();
+    b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
+    let e = b
+        .state("web-2", "web", |d| d.install(&v2, None))
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "health gate: container api exited with code 1; the previous set will be restored"
@@ -230,8 +235,10 @@ fn an_unhealthy_or_slow_container_fails_the_gate() {
         let v1 = release(vec![spec("web", '1')]);
         b.publish(&v1);
         b.engine.health_on_start.insert("web".into(), health);
-        b.state("web-1", "web", |d| d.download(&v1)).unwrap();
-        let e = b.state("web-1", "web", |d| d.install(&v1)).unwrap_err();
+        b.state("web-1", "web", |d| d.download(&v1, None)).unwrap();
+        let e = b
+            .state("web-1", "web", |d| d.install(&v1, None))
+            .unwrap_err();
         assert!(e.to_string().contains(want), "{e}");
         b.recover("web-1", "web");
         assert_eq!(b.view(), (vec![], vec![]), "first install: nothing left");
@@ -260,7 +267,7 @@ fn a_failure_at_any_engine_call_of_an_install_is_recovered_in_a_fresh_process() 
             b.deploy("web-1", &v1);
             let before = b.view();
             b.engine.fail_at = Some(b.engine.mutations + n);
-            let download = b.state("web-2", "web", |d| d.download(r2));
+            let download = b.state("web-2", "web", |d| d.download(r2, None));
             let failed = match download {
                 Err(_) => {
                     // The client runs only Cleanup after a failed Download.
@@ -269,7 +276,7 @@ fn a_failure_at_any_engine_call_of_an_install_is_recovered_in_a_fresh_process() 
                     true
                 }
                 Ok(()) => {
-                    let install = b.state("web-2", "web", |d| d.install(r2));
+                    let install = b.state("web-2", "web", |d| d.install(r2, None));
                     b.engine.fail_at = None;
                     if install.is_err() {
                         b.recover("web-2", "web");
@@ -309,8 +316,8 @@ fn a_failure_at_any_engine_call_after_commit_is_finished_by_the_next_cleanup() {
         }
         b.deploy("web-1", &v1);
         b.deploy("web-2", &v2);
-        b.state("web-3", "web", |d| d.download(&v3)).unwrap();
-        b.state("web-3", "web", |d| d.install(&v3)).unwrap();
+        b.state("web-3", "web", |d| d.download(&v3, None)).unwrap();
+        b.state("web-3", "web", |d| d.install(&v3, None)).unwrap();
         b.state("web-3", "web", |d| d.commit()).unwrap();
         b.engine.fail_at = Some(b.engine.mutations + n);
         let first = b.state("web-3", "web", |d| d.cleanup());
@@ -340,8 +347,8 @@ fn rollback_after_a_commit_that_died_still_restores() {
     b.publish(&v2);
     b.deploy("web-1", &v1);
     let before = b.view();
-    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
-    b.state("web-2", "web", |d| d.install(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2, None)).unwrap();
     // ArtifactCommit wrote its phase, then the process died: the client rolls back.
     b.state("web-2", "web", |d| d.commit()).unwrap();
     b.recover("web-2", "web");
@@ -369,10 +376,10 @@ fn refusals_in_download_change_nothing() {
     let unpublished = release(vec![spec("web", '9')]);
     for (r, want) in [
         (&named, "the release pulls through registry \"fleet\", which"),
-        (&big, "not enough disk space: the images still to pull need 10240.0 MiB (their size hints) but the engine's data root /fake/docker has 1024.0 MiB free"),
+        (&big, "not enough disk space: the images still to fetch need 10240.0 MiB but the engine's data root /fake/docker has 1024.0 MiB free"),
         (&clash, "container name api is already used by container api"),
     ] {
-        let e = b.state("web-2", "web", |d| d.download(r)).unwrap_err().to_string();
+        let e = b.state("web-2", "web", |d| d.download(r, None)).unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
         assert_eq!(b.engine.calls.len(), calls, "{want}: no engine change");
         assert_eq!(b.journal("web"), journal, "{want}: no journal change");
@@ -381,7 +388,7 @@ fn refusals_in_download_change_nothing() {
     }
     // A pull that fails leaves a record; Cleanup clears it and changes nothing else.
     let e = b
-        .state("web-2", "web", |d| d.download(&unpublished))
+        .state("web-2", "web", |d| d.download(&unpublished, None))
         .unwrap_err();
     assert!(e.to_string().contains("cannot pull"), "{e}");
     b.state("web-2", "web", |d| d.cleanup()).unwrap();
@@ -408,7 +415,7 @@ fn credentials_go_only_to_their_registry() {
     let mut r = release(vec![spec("web", '1'), other]);
     r.registry = Some("fleet".into());
     b.publish(&r);
-    b.state("web-1", "web", |d| d.download(&r)).unwrap();
+    b.state("web-1", "web", |d| d.download(&r, None)).unwrap();
     assert_eq!(
         b.engine.pulls_with,
         [Some(("reg.example.com:5000".into(), "dev".into())), None]
@@ -418,7 +425,7 @@ fn credentials_go_only_to_their_registry() {
     b2.config.registries = b.config.registries.clone();
     let r2 = release(vec![spec("web", '1')]);
     b2.publish(&r2);
-    b2.state("web-1", "web", |d| d.download(&r2)).unwrap();
+    b2.state("web-1", "web", |d| d.download(&r2, None)).unwrap();
     assert_eq!(
         b2.engine.pulls_with,
         [Some(("reg.example.com:5000".into(), "dev".into()))]
@@ -436,17 +443,19 @@ fn an_abandoned_update_is_finished_or_blocks_the_next() {
     }
     b.deploy("web-1", &v1);
     // web-2 downloaded, then the client forgot it (no Cleanup).
-    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
     assert!(b.engine.has_image(&image("web", '2').pinned()));
-    b.state("web-3", "web", |d| d.download(&v3)).unwrap();
+    b.state("web-3", "web", |d| d.download(&v3, None)).unwrap();
     assert!(
         !b.engine.has_image(&image("web", '2').pinned()),
         "its pull is undone"
     );
     assert_eq!(b.journal("web").update.unwrap().artifact, "web-3");
     // web-3 installed and awaiting commit: another update must wait.
-    b.state("web-3", "web", |d| d.install(&v3)).unwrap();
-    let e = b.state("web-2", "web", |d| d.download(&v2)).unwrap_err();
+    b.state("web-3", "web", |d| d.install(&v3, None)).unwrap();
+    let e = b
+        .state("web-2", "web", |d| d.download(&v2, None))
+        .unwrap_err();
     assert!(
         e.to_string().contains("stack web is in the middle of an update to web-3 (phase installed); commit or roll it back first"),
         "{e}"
@@ -463,8 +472,8 @@ fn start_first_starts_the_new_set_before_stopping_the_old() {
     b.publish(&v2);
     b.deploy("web-1", &v1);
     b.engine.calls.clear();
-    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
-    b.state("web-2", "web", |d| d.install(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2, None)).unwrap();
     let calls: Vec<&str> = b.engine.calls.iter().map(String::as_str).collect();
     let pinned = image("web", '2').pinned();
     assert_eq!(
@@ -488,12 +497,12 @@ fn reinstalling_after_an_interrupted_install_starts_from_the_previous_set() {
     b.publish(&v1);
     b.publish(&v2);
     b.deploy("web-1", &v1);
-    b.state("web-2", "web", |d| d.download(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
     b.engine.fail_at = Some(b.engine.mutations + 3);
-    assert!(b.state("web-2", "web", |d| d.install(&v2)).is_err());
+    assert!(b.state("web-2", "web", |d| d.install(&v2, None)).is_err());
     b.engine.fail_at = None;
     assert_eq!(b.journal("web").update.unwrap().phase, Phase::Install);
-    b.state("web-2", "web", |d| d.install(&v2)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2, None)).unwrap();
     assert_eq!(b.engine.running_names(), ["web"]);
     assert_eq!(
         b.engine.by_name("web").unwrap().label(labels::RELEASE),
@@ -502,4 +511,207 @@ fn reinstalling_after_an_interrupted_install_starts_from_the_previous_set() {
     b.state("web-2", "web", |d| d.commit()).unwrap();
     b.state("web-2", "web", |d| d.cleanup()).unwrap();
     assert_eq!(b.engine.all_names(), ["web"]);
+}
+
+// -- inline images ----------------------------------------------------------
+
+/// A payload file as the client would hand it over.
+struct FakePayloads(std::collections::VecDeque<(String, Option<u64>, Vec<u8>)>);
+
+impl PayloadSource for FakePayloads {
+    fn next_payload(&mut self) -> Result<Option<Incoming<'_>>> {
+        Ok(self.0.pop_front().map(|(name, size, data)| Incoming {
+            name,
+            size,
+            reader: Box::new(std::io::Cursor::new(data)),
+        }))
+    }
+}
+
+/// A `docker save`-shaped tar the fake engine understands: `ids` lists what
+/// it loads; the manifest carries tags, as a real one does.
+fn fake_archive(ids: &[&str]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("ids", ids.join("\n").as_bytes());
+    add(
+        "manifest.json",
+        br#"[{"Config":"x.json","RepoTags":["demo/web:1.0"],"Layers":["l/layer.tar"]}]"#,
+    );
+    add("repositories", br#"{"demo/web":{"1.0":"l"}}"#);
+    b.into_inner().unwrap()
+}
+
+fn inline_release(id_char: char, size: Option<u64>) -> Release {
+    let mut web = spec("web", id_char);
+    web.image.inline = true;
+    let mut r = release(vec![web]);
+    r.inline = vec![docker_spec::InlineArchive {
+        payload: "images.tar".into(),
+        images: vec![digest(id_char)],
+        size,
+    }];
+    r
+}
+
+fn payloads(items: Vec<(&str, Vec<u8>)>) -> FakePayloads {
+    FakePayloads(
+        items
+            .into_iter()
+            .map(|(n, d)| (n.to_owned(), Some(d.len() as u64), d))
+            .collect(),
+    )
+}
+
+#[test]
+fn an_inline_archive_loads_during_download_and_the_container_runs_from_its_id() {
+    let mut b = Bench::new("inline");
+    let id = digest('a');
+    let archive = fake_archive(&[&id]);
+    let r = inline_release('a', Some(archive.len() as u64));
+    let mut src = payloads(vec![("other.bin", b"x".to_vec()), ("images.tar", archive)]);
+    b.state("web-1", "web", |d| d.download(&r, Some(&mut src)))
+        .unwrap();
+    assert!(b.engine.has_image(&id), "loaded");
+    assert!(b.engine.calls.contains(&"load".to_owned()));
+    b.state("web-1", "web", |d| d.install(&r, None)).unwrap();
+    assert_eq!(b.engine.by_name("web").unwrap().image_id, id);
+    b.state("web-1", "web", |d| d.commit()).unwrap();
+    b.state("web-1", "web", |d| d.cleanup()).unwrap();
+    assert!(b.engine.by_name("web").unwrap().running);
+
+    // The same release again: nothing to load, the payload is only read.
+    let calls = b.engine.calls.len();
+    let mut again = payloads(vec![("images.tar", fake_archive(&[&id]))]);
+    b.state("web-1b", "web", |d| d.download(&r, Some(&mut again)))
+        .unwrap();
+    assert_eq!(
+        b.engine.calls.len(),
+        calls,
+        "no load when the image is there"
+    );
+}
+
+#[test]
+fn a_failed_inline_update_removes_what_it_loaded() {
+    let mut b = Bench::new("inline-fail");
+    let v1 = release(vec![spec("web", '1')]);
+    b.publish(&v1);
+    b.deploy("web-1", &v1);
+    let before = b.view();
+    let archive = fake_archive(&[&digest('b')]);
+    let r = inline_release('b', Some(archive.len() as u64));
+    b.engine.exits_on_start.insert("web".into());
+    let mut src = payloads(vec![("images.tar", archive)]);
+    b.state("web-2", "web", |d| d.download(&r, Some(&mut src)))
+        .unwrap();
+    b.state("web-2", "web", |d| d.install(&r, None))
+        .unwrap_err();
+    b.engine.exits_on_start.clear();
+    b.recover("web-2", "web");
+    assert_eq!(b.view(), before, "previous set back, loaded image gone");
+}
+
+#[test]
+fn a_bad_inline_archive_is_refused_in_download_with_nothing_changed() {
+    let id = digest('c');
+    let good = fake_archive(&[&id]);
+    let mut truncated = good.clone();
+    truncated.truncate(700);
+    let other = fake_archive(&[&digest('d')]);
+    let extra = fake_archive(&[&id, &digest('e')]);
+    let cases: Vec<(&str, Release, FakePayloads, &str)> = vec![
+        (
+            "truncated",
+            inline_release('c', None),
+            payloads(vec![("images.tar", truncated)]),
+            "inline archive images.tar was refused: the archive ends after 700 bytes, inside a tar entry: it is truncated",
+        ),
+        (
+            "corrupt layer",
+            inline_release('c', None),
+            payloads(vec![("images.tar", fake_archive(&[&id, "corrupt"]))]),
+            "inline archive images.tar was refused: invalid diffID",
+        ),
+        (
+            "another image",
+            inline_release('c', None),
+            payloads(vec![("images.tar", other)]),
+            &*Box::leak(format!("inline archive images.tar holds {} instead of {id}", digest('d')).into_boxed_str()),
+        ),
+        (
+            "one image too many",
+            inline_release('c', None),
+            payloads(vec![("images.tar", extra)]),
+            "not the archive the artifact's meta-data describes",
+        ),
+        (
+            "stated size differs",
+            inline_release('c', Some(good.len() as u64 + 1)),
+            payloads(vec![("images.tar", good.clone())]),
+            "payload images.tar is",
+        ),
+        (
+            "missing payload",
+            inline_release('c', None),
+            payloads(vec![("other.tar", good.clone())]),
+            "the artifact has no payload file images.tar",
+        ),
+        (
+            "too big for the disk",
+            inline_release('c', Some(600 << 20)),
+            payloads(vec![("images.tar", good.clone())]),
+            "not enough disk space: the images still to fetch need 1200.0 MiB",
+        ),
+    ];
+    for (what, r, mut src, want) in cases {
+        let mut b = Bench::new(&format!("inline-bad-{}", what.replace(' ', "-")));
+        b.engine.free_bytes = Some(1 << 30);
+        let v1 = release(vec![spec("web", '1')]);
+        b.publish(&v1);
+        b.deploy("web-1", &v1);
+        let before = b.view();
+        let journal = b.journal("web");
+        let e = b
+            .state("web-2", "web", |d| d.download(&r, Some(&mut src)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{what}: {e}\nwant: {want}");
+        assert!(!e.contains('\n'), "{what}: one line");
+        b.state("web-2", "web", |d| d.cleanup()).unwrap();
+        assert_eq!(b.view(), before, "{what}: nothing changed");
+        assert_eq!(b.journal("web"), journal, "{what}: journal as before");
+    }
+}
+
+#[test]
+fn stored_payloads_are_loaded_by_artifact_install_before_anything_stops() {
+    let mut b = Bench::new("inline-store");
+    let v1 = release(vec![spec("web", '1')]);
+    b.publish(&v1);
+    b.deploy("web-1", &v1);
+    let archive = fake_archive(&[&digest('f')]);
+    let r = inline_release('f', Some(archive.len() as u64));
+    b.state("web-2", "web", |d| d.download(&r, None)).unwrap();
+    assert!(
+        !b.engine.calls.contains(&"load".to_owned()),
+        "nothing loaded in Download"
+    );
+    let mut stored = payloads(vec![("images.tar", archive)]);
+    b.state("web-2", "web", |d| d.install(&r, Some(&mut stored)))
+        .unwrap();
+    assert_eq!(b.engine.by_name("web").unwrap().image_id, digest('f'));
+    let load_at = b.engine.calls.iter().position(|c| c == "load").unwrap();
+    let stop_at = b
+        .engine
+        .calls
+        .iter()
+        .position(|c| c.starts_with("stop"))
+        .unwrap();
+    assert!(load_at < stop_at, "{:?}", b.engine.calls);
 }

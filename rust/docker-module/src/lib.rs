@@ -9,6 +9,7 @@
 //! code that acts), [`journal`] (the per-stack state file), [`health`] (the
 //! gate), [`states`] (the protocol states).
 
+pub mod archive;
 pub mod config;
 pub mod engine;
 pub mod executor;

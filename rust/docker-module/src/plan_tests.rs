@@ -34,6 +34,7 @@ fn release(specs: Vec<ContainerSpec>, strategy: Strategy, replaces: &[&str]) -> 
         registry: None,
         replaces: replaces.iter().map(|s| s.to_string()).collect(),
         containers: specs,
+        inline: vec![],
     }
 }
 

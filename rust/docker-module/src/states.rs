@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use docker_spec::{Release, LEGACY_STACK};
-use mender_module_protocol::{Download, FileTree, ModuleResult, UpdateModule};
+use mender_module_protocol::{Download, FileTree, ModuleResult, Payloads, UpdateModule};
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, DownloadMode};
 use crate::engine::docker::DockerEngine;
 use crate::executor::{self, DeployError, Deployer};
 use crate::journal::Journal;
@@ -117,32 +117,56 @@ impl UpdateModule for DockerModule {
         true
     }
 
+    /// C++ clients then announce each inline archive's size before it
+    /// streams, so the disk check covers archives the meta-data states no
+    /// size for.
+    fn provide_payload_file_sizes(&self) -> bool {
+        true
+    }
+
     fn download(&mut self, tree: &FileTree, download: Download<'_>) -> ModuleResult {
         fault::set_state("Download");
-        // Read the payload list to its end before anything can fail: the Go
-        // 3.x client can wait forever for a module that exits with an error
-        // before the client has announced the end of an empty payload list.
-        let mut payloads = download.stream();
-        while let Some(mut payload) = payloads.next_payload()? {
-            let bytes = std::io::copy(&mut payload, &mut std::io::sink())?;
-            log!(
-                "ignoring payload file {} ({bytes} bytes): docker artifacts carry their release in the meta-data",
-                payload.name
-            );
-        }
         // Validate before touching anything: a bad artifact changes nothing.
-        let release = release(tree)?;
-        let config = Config::load_from_env()?;
-        let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
-        session.run(|d| d.download(&release))
+        let prepared = release(tree).and_then(|r| Ok((r, Config::load_from_env()?)));
+        if let Ok((release, config)) = &prepared {
+            if config.download == DownloadMode::Store {
+                // Never opening stream-next makes the client store the
+                // payloads under files/ for ArtifactInstall.
+                let mut session =
+                    Session::open(config.clone(), tree.artifact_name()?, &release.stack)?;
+                return session.run(|d| d.download(release, None));
+            }
+        }
+        let mut payloads = download.stream();
+        let result = prepared.and_then(|(release, config)| {
+            let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
+            session.run(|d| d.download(&release, Some(&mut payloads)))
+        });
+        if result.is_err() {
+            // The Go 3.x client waits forever for a module that stops reading
+            // before the end of the payload list.
+            executor::drain_all(&mut payloads);
+        }
+        result
     }
 
     fn artifact_install(&mut self, tree: &FileTree) -> ModuleResult {
         fault::set_state("ArtifactInstall");
         let release = release(tree)?;
         let config = Config::load_from_env()?;
+        let mut stored = match config.download {
+            DownloadMode::Store => Some(Payloads::stored(tree)?),
+            DownloadMode::Stream => None,
+        };
         let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
-        session.run(|d| d.install(&release))
+        session.run(|d| {
+            d.install(
+                &release,
+                stored
+                    .as_mut()
+                    .map(|p| p as &mut dyn executor::PayloadSource),
+            )
+        })
     }
 
     fn artifact_commit(&mut self, tree: &FileTree) -> ModuleResult {

@@ -47,10 +47,12 @@ impl Drop for Scratch {
     }
 }
 
+/// A state's stderr; `Download` also finds `DownloadWithFileSizes`, which C++
+/// clients call because the module answers Yes to ProvidePayloadFileSizes.
 fn stderr_of(d: &Driver, state: &str) -> String {
     d.calls()
         .iter()
-        .find(|c| c.arg == state)
+        .find(|c| c.arg == state || (state == "Download" && c.arg == "DownloadWithFileSizes"))
         .map(|c| c.stderr.clone())
         .unwrap_or_default()
 }
@@ -63,7 +65,7 @@ fn queries_answer_one_word() {
     for (q, want) in [
         ("SupportsRollback", "Yes"),
         ("NeedsArtifactReboot", "No"),
-        ("ProvidePayloadFileSizes", "No"),
+        ("ProvidePayloadFileSizes", "Yes"),
     ] {
         assert_eq!(d.query(q).unwrap(), want, "{q}");
     }
@@ -73,8 +75,8 @@ fn queries_answer_one_word() {
 fn bad_meta_data_is_refused_in_download_in_one_line_under_both_clients() {
     let cases = [
         (
-            r#"{"docker-stack": {"format": 1, "stack": "web", "containers": [{"name": "web", "image": "web:1"}]}}"#,
-            "docker: error: Download: artifact meta-data at docker-stack.containers[0].image: image \"web:1\" is not pinned by digest",
+            r#"{"docker-stack": {"format": 1, "stack": "web", "containers": {"web": {"image": "web:1"}}}}"#,
+            "docker: error: Download: artifact meta-data at docker-stack.containers.web.image: image \"web:1\" is not pinned by digest",
         ),
         (
             r#"{"containers": ["web@DIGEST"], "run_args": "--pid host"}"#,
@@ -95,8 +97,11 @@ fn bad_meta_data_is_refused_in_download_in_one_line_under_both_clients() {
                 Installed::NotModified,
                 "{flavor:?} {meta}"
             );
-            // Both answer to ProvidePayloadFileSizes with No: plain Download.
-            let err = stderr_of(&d, "Download");
+            let err = stderr_of(&d, "Download").replacen(
+                "error: DownloadWithFileSizes:",
+                "error: Download:",
+                1,
+            );
             assert_eq!(err.lines().count(), 1, "{err}");
             assert!(
                 err.starts_with(want),
@@ -137,7 +142,7 @@ fn an_unreachable_engine_fails_download_with_what_to_check() {
     let s = Scratch::new("noengine");
     let mut d = s.driver(Flavor::Go3);
     let meta = format!(
-        r#"{{"docker-stack": {{"format": 1, "stack": "web", "containers": [{{"name": "web", "image": "web@{DIGEST}"}}]}}}}"#
+        r#"{{"docker-stack": {{"format": 1, "stack": "web", "containers": {{"web": {{"image": "web@{DIGEST}"}}}}}}}}"#
     );
     let art = Artifact::new("web-1", "docker").meta_data(&meta);
     assert_eq!(d.install(&art).unwrap(), Installed::NotModified);
@@ -167,5 +172,40 @@ fn recovery_states_without_an_update_do_nothing_and_succeed() {
             "{state}: stdout belongs to the protocol"
         );
         assert!(c.stderr.contains("nothing to"), "{state}: {}", c.stderr);
+    }
+}
+
+#[test]
+fn a_refused_inline_artifact_still_reads_every_payload_under_both_clients() {
+    // 8 MiB of payloads the module must read to their end even though it
+    // refuses the artifact (the engine is unreachable): a Go 3.x client
+    // would otherwise wait forever, a C++ client would report a broken pipe.
+    for flavor in [Flavor::Go3, Flavor::Cpp5] {
+        let s = Scratch::new(&format!("inline-{flavor:?}"));
+        let mut d = s.driver(flavor);
+        let meta = format!(
+            r#"{{"docker-stack": {{"format": 1, "stack": "web",
+                "inline": {{"images.tar": {{"images": ["{DIGEST}"], "size": 4194304}}}},
+                "containers": {{"web": {{"image": "demo/web:1@{DIGEST}"}}}}}}}}"#
+        );
+        let art = Artifact::new("web-1", "docker")
+            .meta_data(&meta)
+            .payload(mender_module_driver::PayloadFile::bytes(
+                "images.tar",
+                vec![0u8; 4 << 20],
+            ))
+            .payload(mender_module_driver::PayloadFile::bytes(
+                "notes.bin",
+                vec![1u8; 4 << 20],
+            ));
+        assert_eq!(
+            d.install(&art).unwrap(),
+            Installed::NotModified,
+            "{flavor:?}"
+        );
+        let err = stderr_of(&d, "Download");
+        assert_eq!(err.lines().count(), 1, "{flavor:?}: {err}");
+        assert!(err.contains("cannot connect to"), "{flavor:?}: {err}");
+        assert_eq!(s.state_files(), 0, "{flavor:?}: no journal written");
     }
 }

@@ -175,6 +175,12 @@ impl<'a> Object<'a> {
             .collect()
     }
 
+    /// Every key with its value (in key order: serde_json does not keep the
+    /// document's).
+    pub fn entries(&self) -> Vec<(&'a str, &'a Value)> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v)).collect()
+    }
+
     /// Fails on the first key that no read asked for.
     pub fn finish(self) -> Result<()> {
         if let Some(key) = self.map.keys().find(|k| !self.read.contains(k.as_str())) {

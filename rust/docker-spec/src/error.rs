@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-/// A place in the meta-data document, e.g. `docker-stack.containers[1].image`
+/// A place in the meta-data document, e.g. `docker-stack.containers.web.image`
 /// or `run_args`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path(String);
@@ -13,11 +13,17 @@ impl Path {
         Path(String::new())
     }
 
+    /// Keys that are not plain words (a payload `images.tar`, a name with a
+    /// dot) are quoted so the path stays unambiguous: `inline["images.tar"]`.
     pub fn key(&self, key: &str) -> Path {
-        if self.0.is_empty() {
-            Path(key.to_owned())
-        } else {
-            Path(format!("{}.{key}", self.0))
+        let plain = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        match (self.0.is_empty(), plain) {
+            (true, true) => Path(key.to_owned()),
+            (false, true) => Path(format!("{}.{key}", self.0)),
+            (_, false) => Path(format!("{}[{key:?}]", self.0)),
         }
     }
 

@@ -16,6 +16,11 @@ pub struct ImageRef {
     pub tag: Option<String>,
     /// `sha256:` and 64 lower-case hex digits.
     pub digest: String,
+    /// The image travels in the artifact (see [`crate::InlineArchive`]):
+    /// `digest` is then its image ID, not a registry digest, and the
+    /// repository and tag are only a display name.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
 }
 
 impl ImageRef {
@@ -63,12 +68,19 @@ impl ImageRef {
             repository: repository.to_owned(),
             tag: tag.map(str::to_owned),
             digest: digest.to_owned(),
+            inline: false,
         })
     }
 
-    /// `REPOSITORY@sha256:…`: what is pulled, and what the engine lists in RepoDigests.
+    /// What the engine is asked for: `REPOSITORY@sha256:…` (what is pulled,
+    /// and what the engine lists in RepoDigests), or for an inline image its
+    /// image ID `sha256:…`.
     pub fn pinned(&self) -> String {
-        format!("{}@{}", self.repository, self.digest)
+        if self.inline {
+            self.digest.clone()
+        } else {
+            format!("{}@{}", self.repository, self.digest)
+        }
     }
 
     /// The registry host (and port) the image comes from; `docker.io` when none is written.

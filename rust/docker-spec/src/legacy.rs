@@ -120,6 +120,7 @@ pub(crate) fn parse(map: &Map<String, Value>) -> Result<Release> {
         registry: None,
         replaces: Vec::new(),
         containers,
+        inline: Vec::new(),
     })
 }
 
@@ -162,6 +163,7 @@ pub fn parse_run_args(run_args: &str) -> Result<(ContainerSpec, Option<String>),
         repository: String::new(),
         tag: None,
         digest: String::new(),
+        inline: false,
     };
     let mut spec = ContainerSpec::new(String::new(), placeholder);
     // The old module always ran `docker run -dt`.

@@ -15,8 +15,8 @@
 //! ```
 //! let meta = serde_json::json!({"docker-stack": {
 //!     "format": 1, "stack": "web",
-//!     "containers": [{"name": "web", "network_mode": "host",
-//!         "image": "registry.example.com/web@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}]
+//!     "containers": {"web": {"network_mode": "host",
+//!         "image": "registry.example.com/web@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}
 //! }});
 //! let release = docker_spec::parse(&meta).unwrap();
 //! assert_eq!(release.stack, "web");
@@ -27,6 +27,7 @@ pub mod container;
 mod document;
 mod error;
 pub mod image;
+pub mod inline;
 pub mod legacy;
 pub mod stack;
 pub mod words;
@@ -41,6 +42,7 @@ pub use container::{
 };
 pub use error::{Path, Result, SpecError};
 pub use image::ImageRef;
+pub use inline::InlineArchive;
 
 /// The stack every legacy artifact deploys into: the old module had no notion
 /// of stacks, so all its artifacts replace one another.
@@ -89,11 +91,18 @@ pub struct Release {
     pub replaces: Vec<String>,
     /// In start order.
     pub containers: Vec<ContainerSpec>,
+    /// Images carried in the artifact's payload files.
+    pub inline: Vec<InlineArchive>,
 }
 
 impl Release {
     pub fn container(&self, name: &str) -> Option<&ContainerSpec> {
         self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// The inline archive a payload file name belongs to.
+    pub fn inline_archive(&self, payload: &str) -> Option<&InlineArchive> {
+        self.inline.iter().find(|a| a.payload == payload)
     }
 }
 
@@ -143,7 +152,10 @@ fn check_release(release: &Release) -> Result<()> {
     };
     let mut purge: Vec<(&str, bool)> = Vec::new();
     for (i, c) in release.containers.iter().enumerate() {
-        let at = containers_at.index(i);
+        let at = match release.format {
+            Format::Legacy => containers_at.index(i),
+            Format::Stack(_) => containers_at.key(&c.name),
+        };
         if let Some(target) = c
             .network_mode
             .as_deref()

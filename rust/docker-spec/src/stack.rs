@@ -95,35 +95,113 @@ pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
         replaces.push(name.to_owned());
     }
     let containers_at = doc.path("containers");
-    let items = doc.required_array("containers")?;
+    let keyed = "must be an object keyed by container name, {\"web\": {\"image\": …}}: artifact meta-data cannot hold objects inside a list (mender-artifact refuses it)";
+    if matches!(
+        top.get(KEY).and_then(|d| d.get("containers")),
+        Some(Value::Array(_))
+    ) {
+        return Err(SpecError::invalid(&containers_at, keyed));
+    }
+    if matches!(
+        top.get(KEY).and_then(|d| d.get("inline")),
+        Some(Value::Array(_))
+    ) {
+        return Err(SpecError::invalid(
+            &doc.path("inline"),
+            "must be an object keyed by payload file name, {\"images.tar\": {\"images\": […]}}: artifact meta-data cannot hold objects inside a list (mender-artifact refuses it)",
+        ));
+    }
+    let items = match doc.optional_object("containers")? {
+        Some(o) => o,
+        None => {
+            return Err(SpecError::invalid(
+                &containers_at,
+                "is required: an object of containers keyed by name",
+            ))
+        }
+    };
+    let order_at = doc.path("start_order");
+    let order = doc.optional_strings("start_order")?;
+    let purge = doc.optional_strings("purge_on_deploy")?.unwrap_or_default();
+    let inline_items = doc.optional_object("inline")?;
     doc.finish()?;
-    if items.is_empty() {
+    let map = items.entries();
+    if map.is_empty() {
         return Err(SpecError::invalid(
             &containers_at,
             "lists no containers; a stack needs at least one",
         ));
     }
-    let mut containers: Vec<ContainerSpec> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let at = containers_at.index(i);
-        let Value::Object(map) = item else {
+    // JSON object order does not survive mender-artifact (Go sorts keys),
+    // so the start order is a list of names.
+    let names: Vec<(Path, &str)> = match order {
+        Some(o) => o,
+        None if map.len() == 1 => vec![(order_at.clone(), map[0].0)],
+        None => {
             return Err(SpecError::invalid(
-                &at,
-                format!("must be an object, found {}", kind(item)),
-            ));
-        };
-        let spec = parse_container(Object::new(map, at.clone()))?;
-        if let Some(first) = containers.iter().position(|c| c.name == spec.name) {
-            return Err(SpecError::invalid(
-                &at.key("name"),
+                &order_at,
                 format!(
-                    "container name {:?} is already used by containers[{first}]; names must be unique",
-                    spec.name
+                    "is required with several containers: list their names in start order, e.g. [{}] (mender-artifact does not keep the order of object keys)",
+                    map.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+                ),
+            ))
+        }
+    };
+    let mut containers: Vec<ContainerSpec> = Vec::new();
+    for (at, name) in &names {
+        let Some((_, value)) = map.iter().find(|(n, _)| n == name) else {
+            return Err(SpecError::invalid(
+                at,
+                format!(
+                    "{name:?} is not one of the containers ({})",
+                    map.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                 ),
             ));
+        };
+        if containers
+            .iter()
+            .any(|c| c.name == name.strip_prefix('/').unwrap_or(name))
+        {
+            return Err(SpecError::invalid(at, format!("{name:?} is listed twice")));
         }
-        containers.push(spec);
+        let at = containers_at.key(name);
+        let Value::Object(obj) = value else {
+            return Err(SpecError::invalid(
+                &at,
+                format!("must be an object, found {}", kind(value)),
+            ));
+        };
+        containers.push(parse_container(name, Object::new(obj, at.clone()))?);
     }
+    if let Some((missing, _)) = map.iter().find(|(n, _)| !names.iter().any(|(_, o)| o == n)) {
+        return Err(SpecError::invalid(
+            &order_at,
+            format!("does not list container {missing:?}; every container is started in the listed order"),
+        ));
+    }
+    for (i, (at, v)) in purge.iter().enumerate() {
+        if purge[..i].iter().any(|(_, p)| p == v) {
+            return Err(SpecError::invalid(at, format!("{v:?} is listed twice")));
+        }
+        if !containers
+            .iter()
+            .any(|c| c.volumes.iter().any(|m| m.name == *v))
+        {
+            return Err(SpecError::invalid(
+                at,
+                format!("volume {v:?} is mounted by no container"),
+            ));
+        }
+        for c in &mut containers {
+            for m in c.volumes.iter_mut().filter(|m| m.name == *v) {
+                m.purge_on_deploy = true;
+            }
+        }
+    }
+    let inline = match inline_items {
+        Some(o) => crate::inline::parse(o, &mut containers)?,
+        None => Vec::new(),
+    };
     Ok(Release {
         format: Format::Stack(format as u32),
         stack: stack.to_owned(),
@@ -132,6 +210,7 @@ pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
         registry,
         replaces,
         containers,
+        inline,
     })
 }
 
@@ -139,11 +218,8 @@ fn invalid(at: &Path) -> impl Fn(String) -> SpecError + '_ {
     move |p| SpecError::invalid(at, p)
 }
 
-fn parse_container(mut c: Object<'_>) -> Result<ContainerSpec> {
-    let name_at = c.path("name");
-    let name = c.required_str("name")?;
-    let name = name.strip_prefix('/').unwrap_or(name);
-    container::check_container_name(name).map_err(invalid(&name_at))?;
+fn parse_container(name: &str, mut c: Object<'_>) -> Result<ContainerSpec> {
+    container::check_container_name(name).map_err(invalid(c.at()))?;
     let image_at = c.path("image");
     let image = ImageRef::parse(c.required_str("image")?).map_err(invalid(&image_at))?;
     let mut spec = ContainerSpec::new(name, image);
@@ -169,31 +245,8 @@ fn parse_container(mut c: Object<'_>) -> Result<ContainerSpec> {
         spec.binds
             .push(container::parse_bind(b).map_err(invalid(&at))?);
     }
-    let volumes_at = c.path("volumes");
-    for (i, v) in c.optional_array("volumes")?.iter().enumerate() {
-        let at = volumes_at.index(i);
-        let Value::Object(map) = v else {
-            return Err(SpecError::invalid(
-                &at,
-                format!("must be an object, found {}", kind(v)),
-            ));
-        };
-        let mut vo = Object::new(map, at.clone());
-        let vname_at = vo.path("name");
-        let vname = vo.required_str("name")?;
-        container::check_object_name("volume", vname).map_err(invalid(&vname_at))?;
-        let target_at = vo.path("target");
-        let target = vo.required_str("target")?;
-        container::check_absolute("volume target", target).map_err(invalid(&target_at))?;
-        let read_only = vo.optional_bool("read_only")?;
-        let purge_on_deploy = vo.optional_bool("purge_on_deploy")?;
-        vo.finish()?;
-        spec.volumes.push(VolumeMount {
-            name: vname.to_owned(),
-            target: target.to_owned(),
-            read_only,
-            purge_on_deploy,
-        });
+    for (at, v) in c.optional_strings("volumes")?.unwrap_or_default() {
+        spec.volumes.push(parse_volume(v).map_err(invalid(&at))?);
     }
     for (at, k, v) in c.optional_string_map("tmpfs")? {
         container::check_absolute("tmpfs mount point", k).map_err(invalid(&at))?;
@@ -264,6 +317,38 @@ fn parse_container(mut c: Object<'_>) -> Result<ContainerSpec> {
     check_mount_targets(&spec, c.at())?;
     c.finish()?;
     Ok(spec)
+}
+
+/// `NAME:/TARGET[:ro|rw]`, a named volume (binds go in "binds").
+fn parse_volume(text: &str) -> std::result::Result<VolumeMount, String> {
+    let (name, target, options) = match text.split(':').collect::<Vec<_>>().as_slice() {
+        [n, t] => (*n, *t, ""),
+        [n, t, o] => (*n, *t, *o),
+        _ => return Err(format!("volume {text:?} is not NAME:/TARGET[:ro|rw]")),
+    };
+    if name.starts_with('/') {
+        return Err(format!(
+            "volume {text:?} names a host path; host paths go in \"binds\""
+        ));
+    }
+    container::check_object_name("volume", name)?;
+    container::check_absolute("volume target", target)?;
+    let read_only = match options {
+        "" if !text.ends_with(':') => false,
+        "rw" => false,
+        "ro" => true,
+        o => {
+            return Err(format!(
+                "volume {text:?}: option {o:?} is not supported for named volumes (ro or rw)"
+            ))
+        }
+    };
+    Ok(VolumeMount {
+        name: name.to_owned(),
+        target: target.to_owned(),
+        read_only,
+        purge_on_deploy: false,
+    })
 }
 
 fn parse_healthcheck(mut h: Object<'_>) -> Result<Healthcheck> {

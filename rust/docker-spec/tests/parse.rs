@@ -11,6 +11,8 @@ fn img(repo: &str, d: &str) -> String {
     format!("{repo}@{d}")
 }
 
+/// A docker-stack document; `containers` is keyed by name, and several
+/// containers need a `start_order` (add it with `["docker-stack"]["start_order"]`).
 fn stack(containers: Value) -> Value {
     json!({"docker-stack": {"format": 1, "stack": "web", "containers": containers}})
 }
@@ -26,6 +28,23 @@ fn err(meta: Value) -> String {
     }
 }
 
+/// No list anywhere in the document holds an object or a list: mender-artifact
+/// refuses such meta-data.
+fn assert_mender_lists(v: &Value) {
+    match v {
+        Value::Array(items) => {
+            for i in items {
+                assert!(
+                    !i.is_array() && !i.is_object(),
+                    "a list holds {i}, which Mender meta-data does not allow"
+                );
+            }
+        }
+        Value::Object(map) => map.values().for_each(assert_mender_lists),
+        _ => {}
+    }
+}
+
 #[test]
 fn a_full_stack_document_parses_into_the_release() {
     let meta = json!({"docker-stack": {
@@ -35,12 +54,14 @@ fn a_full_stack_document_parses_into_the_release() {
         "health_timeout_seconds": 30,
         "registry": "fleet",
         "replaces": ["legacy-web", "/old-db"],
-        "containers": [
-            {"name": "db", "image": img("127.0.0.1:5000/stacks/db", D1), "size": 1000,
+        "start_order": ["db", "web"],
+        "purge_on_deploy": ["dbdata"],
+        "containers": {
+            "db": {"image": img("127.0.0.1:5000/stacks/db", D1), "size": 1000,
              "command": ["postgres", "-c", "fsync=on"], "entrypoint": ["/entry"],
              "env": {"A": "1", "B": "x=y"},
              "binds": ["/data/db:/var/lib/db:rw"],
-             "volumes": [{"name": "dbdata", "target": "/data", "read_only": false, "purge_on_deploy": true}],
+             "volumes": ["dbdata:/data:rw", "shared:/shared:ro"],
              "tmpfs": {"/run": "size=8m"},
              "ports": ["5432:5432/tcp", "127.0.0.1:9187:9187"],
              "network_mode": "none", "restart": "on-failure:5", "privileged": false,
@@ -52,9 +73,10 @@ fn a_full_stack_document_parses_into_the_release() {
              "stdin_open": true, "read_only": true,
              "log": {"driver": "json-file", "options": {"max-size": "1m"}},
              "memory_bytes": 67108864, "cpus": 1.5},
-            {"name": "web", "image": img("web", D2)}
-        ]
+            "web": {"image": img("web", D2), "volumes": ["shared:/srv/shared"]}
+        }
     }});
+    assert_mender_lists(&meta);
     let r = parse(&meta).unwrap();
     assert_eq!(r.format, Format::Stack(1));
     assert_eq!(r.stack, "web");
@@ -68,7 +90,16 @@ fn a_full_stack_document_parses_into_the_release() {
     assert_eq!(db.size, Some(1000));
     assert_eq!(db.command.as_ref().unwrap().len(), 3);
     assert_eq!(db.env["B"], "x=y");
-    assert!(db.volumes[0].purge_on_deploy);
+    assert_eq!(
+        (db.volumes[0].name.as_str(), db.volumes[0].target.as_str()),
+        ("dbdata", "/data")
+    );
+    assert!(!db.volumes[0].read_only && db.volumes[0].purge_on_deploy);
+    assert!(db.volumes[1].read_only, ":ro mounts read-only");
+    assert!(
+        !db.volumes[1].purge_on_deploy,
+        "only the volumes purge_on_deploy names are purged"
+    );
     assert_eq!(db.ports[1].host_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(db.restart, RestartPolicy::OnFailure(Some(5)));
     assert_eq!(db.healthcheck.as_ref().unwrap().retries, Some(3));
@@ -77,6 +108,7 @@ fn a_full_stack_document_parses_into_the_release() {
     let web = &r.containers[1];
     assert_eq!(web.restart, RestartPolicy::No);
     assert!(!web.tty);
+    assert!(!web.volumes[0].read_only && !web.volumes[0].purge_on_deploy);
     assert_eq!(
         r.containers.iter().map(|c| &c.name).collect::<Vec<_>>(),
         ["db", "web"]
@@ -84,12 +116,58 @@ fn a_full_stack_document_parses_into_the_release() {
 }
 
 #[test]
+fn start_order_decides_the_order_not_the_keys() {
+    let mut meta = stack(json!({
+        "alpha": {"image": img("a", D1)},
+        "beta": {"image": img("b", D2)},
+        "gamma": {"image": img("c", D1)}
+    }));
+    meta["docker-stack"]["start_order"] = json!(["gamma", "alpha", "beta"]);
+    let r = parse(&meta).unwrap();
+    assert_eq!(
+        r.containers.iter().map(|c| &c.name).collect::<Vec<_>>(),
+        ["gamma", "alpha", "beta"]
+    );
+}
+
+#[test]
+fn purge_on_deploy_marks_every_mount_of_the_volume() {
+    let mut meta = stack(json!({
+        "a1": {"image": img("a", D1), "volumes": ["shared:/s", "own:/o"]},
+        "b1": {"image": img("b", D1), "volumes": ["shared:/t:ro"]}
+    }));
+    meta["docker-stack"]["start_order"] = json!(["a1", "b1"]);
+    meta["docker-stack"]["purge_on_deploy"] = json!(["shared"]);
+    let r = parse(&meta).unwrap();
+    let purged: Vec<(&str, &str, bool)> = r
+        .containers
+        .iter()
+        .flat_map(|c| {
+            c.volumes
+                .iter()
+                .map(move |v| (c.name.as_str(), v.name.as_str(), v.purge_on_deploy))
+        })
+        .collect();
+    assert_eq!(
+        purged,
+        [
+            ("a1", "shared", true),
+            ("a1", "own", false),
+            ("b1", "shared", true)
+        ]
+    );
+}
+
+#[test]
 fn a_minimal_stack_gets_the_defaults() {
-    let r = parse(&stack(json!([{"name": "app", "image": img("app", D1)}]))).unwrap();
+    let r = parse(&stack(json!({"app": {"image": img("app", D1)}}))).unwrap();
     assert_eq!(r.strategy, Strategy::StopFirst);
     assert_eq!(r.health_timeout, None);
     assert_eq!(r.registry, None);
     assert!(r.replaces.is_empty());
+    assert_eq!(r.containers.len(), 1, "one container needs no start_order");
+    assert_eq!(r.containers[0].name, "app");
+    assert!(r.inline.is_empty());
 }
 
 #[test]
@@ -133,20 +211,28 @@ fn legacy_name_flag_names_a_single_container_and_run_args_may_be_absent() {
 fn parse_str_reports_malformed_json() {
     let e = parse_str("{\"containers\": [").unwrap_err().to_string();
     assert!(e.contains("is not valid JSON"), "{e}");
-    assert!(parse_str(&stack(json!([{"name": "ab", "image": img("x", D1)}])).to_string()).is_ok());
+    assert!(parse_str(&stack(json!({"ab": {"image": img("x", D1)}})).to_string()).is_ok());
 }
 
 #[test]
 fn every_bad_input_names_where_and_what() {
-    let good = || json!({"name": "app", "image": img("app", D1)});
+    let good = || json!({"image": img("app", D1)});
     let with = |key: &str, value: Value| {
         let mut c = good();
         c[key] = value;
-        stack(json!([c]))
+        stack(json!({"app": c}))
     };
     let top = |key: &str, value: Value| {
-        let mut s = stack(json!([good()]));
+        let mut s = stack(json!({"app": good()}));
         s["docker-stack"][key] = value;
+        s
+    };
+    // Two containers, "a1" and "b1", with the given start_order (null: none).
+    let two = |order: Value| {
+        let mut s = stack(json!({"a1": {"image": img("a", D1)}, "b1": {"image": img("b", D2)}}));
+        if !order.is_null() {
+            s["docker-stack"]["start_order"] = order;
+        }
         s
     };
     let cases: Vec<(Value, &str)> = vec![
@@ -159,11 +245,11 @@ fn every_bad_input_names_where_and_what() {
             "at docker-stack: must be an object",
         ),
         (
-            json!({"docker-stack": {"format": 1, "stack": "web", "containers": [good()]}, "extra": 1}),
+            json!({"docker-stack": {"format": 1, "stack": "web", "containers": {"app": good()}}, "extra": 1}),
             "at extra: unknown key \"extra\"",
         ),
         (
-            json!({"docker-stack": {"stack": "web", "containers": [good()]}}),
+            json!({"docker-stack": {"stack": "web", "containers": {"app": good()}}}),
             "docker-stack.format: is required",
         ),
         (top("format", json!(2)), "format 2 is not supported"),
@@ -197,26 +283,39 @@ fn every_bad_input_names_where_and_what() {
             top("replaces", json!(["old", "old"])),
             "docker-stack.replaces[1]: \"old\" is listed twice",
         ),
-        (top("containers", json!([])), "lists no containers"),
         (
-            top("containers", json!(["app"])),
-            "docker-stack.containers[0]: must be an object",
+            json!({"docker-stack": {"format": 1, "stack": "web"}}),
+            "docker-stack.containers: is required: an object of containers keyed by name",
+        ),
+        (top("containers", json!({})), "lists no containers"),
+        // The list form of containers (objects in a list) is not Mender meta-data.
+        (
+            top("containers", json!([])),
+            "docker-stack.containers: must be an object keyed by container name",
         ),
         (
-            top("contianers", json!([])),
+            top("containers", json!([{"name": "app", "image": img("app", D1)}])),
+            "docker-stack.containers: must be an object keyed by container name",
+        ),
+        (
+            top("containers", json!({"app": "x"})),
+            "docker-stack.containers.app: must be an object, found a string",
+        ),
+        (
+            top("contianers", json!({})),
             "docker-stack.contianers: unknown key \"contianers\"",
         ),
         (
-            stack(json!([{"image": img("app", D1)}])),
-            "containers[0].name: is required",
+            stack(json!({"app": {}})),
+            "containers.app.image: is required",
         ),
         (
-            stack(json!([{"name": "app"}])),
-            "containers[0].image: is required",
+            with("name", json!("app")),
+            "containers.app.name: unknown key \"name\"",
         ),
         (
             with("image", json!("app:1.0")),
-            "containers[0].image: image \"app:1.0\" is not pinned by digest",
+            "containers.app.image: image \"app:1.0\" is not pinned by digest",
         ),
         (with("image", json!("app@sha256:1234")), "64 lower-case hex"),
         (with("image", json!("app@md5:1234")), "not sha256"),
@@ -225,29 +324,71 @@ fn every_bad_input_names_where_and_what() {
             "repository component",
         ),
         (
-            with("name", json!("a")),
-            "containers[0].name: container name \"a\" is not valid",
+            stack(json!({"a": good()})),
+            "docker-stack.containers.a: container name \"a\" is not valid",
         ),
-        (with("name", json!("web/1")), "is not valid"),
+        (stack(json!({"web/1": good()})), "is not valid"),
+        // start_order.
         (
-            stack(json!([good(), good()])),
-            "containers[1].name: container name \"app\" is already used by containers[0]",
+            two(Value::Null),
+            "docker-stack.start_order: is required with several containers: list their names in start order, e.g. [\"a1\", \"b1\"]",
+        ),
+        (
+            two(json!(["a1", "c1"])),
+            "docker-stack.start_order[1]: \"c1\" is not one of the containers (a1, b1)",
+        ),
+        (
+            two(json!(["a1", "b1", "a1"])),
+            "docker-stack.start_order[2]: \"a1\" is listed twice",
+        ),
+        (
+            two(json!(["b1"])),
+            "docker-stack.start_order: does not list container \"a1\"",
+        ),
+        (
+            two(json!([])),
+            "docker-stack.start_order: does not list container \"a1\"",
+        ),
+        (
+            two(json!("a1 b1")),
+            "docker-stack.start_order: must be an array, found a string",
+        ),
+        (
+            two(json!(["a1", ["b1"]])),
+            "docker-stack.start_order[1]: must be a string, found an array",
+        ),
+        // "/app" is the engine's spelling of "app": one name, two containers.
+        (
+            {
+                let mut s = stack(json!({"app": good(), "/app": good()}));
+                s["docker-stack"]["start_order"] = json!(["app", "/app"]);
+                s
+            },
+            "docker-stack.start_order[1]: \"/app\"",
+        ),
+        (
+            top("start_order", json!(["app", "app"])),
+            "docker-stack.start_order[1]: \"app\" is listed twice",
+        ),
+        (
+            top("start_order", json!(["web"])),
+            "docker-stack.start_order[0]: \"web\" is not one of the containers (app)",
         ),
         (
             with("imagee", json!("x")),
-            "containers[0].imagee: unknown key \"imagee\"; the keys allowed here are",
+            "containers.app.imagee: unknown key \"imagee\"; the keys allowed here are",
         ),
         (
             with("size", json!(-1)),
-            "containers[0].size: must be a whole number",
+            "containers.app.size: must be a whole number",
         ),
         (
             with("command", json!("sleep 1")),
-            "containers[0].command: must be an array",
+            "containers.app.command: must be an array",
         ),
         (
             with("command", json!(["sleep", 1])),
-            "containers[0].command[1]: must be a string, found a number",
+            "containers.app.command[1]: must be a string, found a number",
         ),
         (
             with("env", json!({"A=B": "x"})),
@@ -255,11 +396,11 @@ fn every_bad_input_names_where_and_what() {
         ),
         (
             with("env", json!({"A": 1})),
-            "containers[0].env.A: must be a string",
+            "containers.app.env.A: must be a string",
         ),
         (
             with("env", json!(["A=1"])),
-            "containers[0].env: must be an object",
+            "containers.app.env: must be an object",
         ),
         (
             with("binds", json!(["data:/data"])),
@@ -270,31 +411,63 @@ fn every_bad_input_names_where_and_what() {
             with("binds", json!(["/data:/data:bogus"])),
             "mount option \"bogus\"",
         ),
+        // volumes: "NAME:/TARGET[:ro|rw]".
         (
-            with("volumes", json!([{"name": "v", "target": "/x"}])),
-            "volume name \"v\" is not valid",
+            with("volumes", json!(["v:/x"])),
+            "containers.app.volumes[0]: volume name \"v\" is not valid",
         ),
         (
-            with("volumes", json!([{"name": "vol", "target": "x"}])),
-            "containers[0].volumes[0].target",
+            with("volumes", json!(["vol:x"])),
+            "containers.app.volumes[0]: volume target \"x\" must be an absolute path",
         ),
         (
-            with(
-                "volumes",
-                json!([{"name": "vol", "target": "/x", "purge": true}]),
-            ),
-            "containers[0].volumes[0].purge: unknown key",
+            with("volumes", json!(["vol:/x:purge"])),
+            "containers.app.volumes[0]: volume \"vol:/x:purge\": option \"purge\" is not supported for named volumes (ro or rw)",
         ),
         (
-            with(
-                "volumes",
-                json!([{"name": "vol", "target": "/x"}, {"name": "vol2", "target": "/x/"}]),
-            ),
+            with("volumes", json!(["vol:/x:ro,z"])),
+            "option \"ro,z\" is not supported",
+        ),
+        (
+            with("volumes", json!(["vol"])),
+            "containers.app.volumes[0]: volume \"vol\" is not NAME:/TARGET[:ro|rw]",
+        ),
+        (
+            with("volumes", json!(["vol:/x:ro:rw"])),
+            "volume \"vol:/x:ro:rw\" is not NAME:/TARGET[:ro|rw]",
+        ),
+        (
+            with("volumes", json!(["/data:/x"])),
+            "containers.app.volumes[0]: volume \"/data:/x\" names a host path; host paths go in \"binds\"",
+        ),
+        (
+            with("volumes", json!([{"name": "vol", "target": "/x"}])),
+            "containers.app.volumes[0]: must be a string, found an object",
+        ),
+        (
+            with("volumes", json!(["vol:/x", "vol2:/x/"])),
             "two mounts target",
+        ),
+        // purge_on_deploy: volume names.
+        (
+            top("purge_on_deploy", json!(["cache"])),
+            "docker-stack.purge_on_deploy[0]: volume \"cache\" is mounted by no container",
+        ),
+        (
+            {
+                let mut s = with("volumes", json!(["data:/data"]));
+                s["docker-stack"]["purge_on_deploy"] = json!(["data", "cache"]);
+                s
+            },
+            "docker-stack.purge_on_deploy[1]: volume \"cache\" is mounted by no container",
+        ),
+        (
+            top("purge_on_deploy", json!(true)),
+            "docker-stack.purge_on_deploy: must be an array, found a boolean",
         ),
         (
             with("ports", json!(["80000:80"])),
-            "containers[0].ports[0]: port",
+            "containers.app.ports[0]: port",
         ),
         (
             with("ports", json!(["8000-8010:80"])),
@@ -302,23 +475,23 @@ fn every_bad_input_names_where_and_what() {
         ),
         (
             with("network_mode", json!("my net")),
-            "containers[0].network_mode",
+            "containers.app.network_mode",
         ),
         (
             with("restart", json!("sometimes")),
-            "containers[0].restart: restart policy",
+            "containers.app.restart: restart policy",
         ),
         (
             with("privileged", json!("yes")),
-            "containers[0].privileged: must be true or false",
+            "containers.app.privileged: must be true or false",
         ),
         (
             with("cap_add", json!(["NET ADMIN"])),
-            "containers[0].cap_add[0]: capability",
+            "containers.app.cap_add[0]: capability",
         ),
         (
             with("devices", json!(["ttyS0"])),
-            "containers[0].devices[0]: device path",
+            "containers.app.devices[0]: device path",
         ),
         (
             with("labels", json!({"io.mender.composable.stack": "x"})),
@@ -326,15 +499,15 @@ fn every_bad_input_names_where_and_what() {
         ),
         (
             with("healthcheck", json!({"interval_seconds": 5})),
-            "containers[0].healthcheck.test: is required",
+            "containers.app.healthcheck.test: is required",
         ),
         (
             with("healthcheck", json!({"test": ["CURL", "x"]})),
-            "containers[0].healthcheck.test",
+            "containers.app.healthcheck.test",
         ),
         (
             with("healthcheck", json!({"test": ["CMD-SHELL", "a", "b"]})),
-            "containers[0].healthcheck.test",
+            "containers.app.healthcheck.test",
         ),
         (
             with(
@@ -349,27 +522,20 @@ fn every_bad_input_names_where_and_what() {
         ),
         (
             with("workdir", json!("srv")),
-            "containers[0].workdir: workdir \"srv\" must be an absolute path",
+            "containers.app.workdir: workdir \"srv\" must be an absolute path",
         ),
         (
             with("log", json!({"options": {}})),
-            "containers[0].log.driver: is required",
+            "containers.app.log.driver: is required",
         ),
         (
             with("memory_bytes", json!(0)),
-            "containers[0].memory_bytes: must be more than 0",
+            "containers.app.memory_bytes: must be more than 0",
         ),
-        (with("cpus", json!(-1)), "containers[0].cpus"),
+        (with("cpus", json!(-1)), "containers.app.cpus"),
         (
             with("network_mode", json!("container:app")),
-            "joins the network of \"app\" from the same release",
-        ),
-        (
-            stack(json!([
-               {"name": "a1", "image": img("a", D1), "volumes": [{"name": "shared", "target": "/s", "purge_on_deploy": true}]},
-               {"name": "b1", "image": img("b", D1), "volumes": [{"name": "shared", "target": "/s"}]},
-            ])),
-            "used with and without purge_on_deploy",
+            "containers.app.network_mode: joins the network of \"app\" from the same release",
         ),
         // Legacy.
         (json!({"containers": []}), "at containers: lists no images"),
@@ -421,10 +587,96 @@ fn every_bad_input_names_where_and_what() {
 
 #[test]
 fn errors_carry_their_path_for_programs() {
-    let e = parse(&stack(json!([{"name": "app", "image": "x"}]))).unwrap_err();
-    assert_eq!(e.at().unwrap().as_str(), "docker-stack.containers[0].image");
+    let e = parse(&stack(json!({"app": {"image": "x"}}))).unwrap_err();
+    assert_eq!(
+        e.at().unwrap().as_str(),
+        "docker-stack.containers.app.image"
+    );
     assert!(matches!(
         parse(&json!(3)).unwrap_err(),
         SpecError::UnknownFormat { .. }
     ));
+}
+
+fn inline_stack(inline: Value) -> Value {
+    json!({"docker-stack": {"format": 1, "stack": "web", "inline": inline,
+    "start_order": ["web", "db"],
+    "containers": {
+        "web": {"image": img("demo/web:1.0", D1), "network_mode": "none"},
+        "db": {"image": img("127.0.0.1:5000/db", D2), "network_mode": "none"}
+    }}})
+}
+
+#[test]
+fn inline_images_are_marked_and_asked_for_by_image_id() {
+    let meta = inline_stack(json!({"images.tar": {"images": [D1], "size": 4096}}));
+    assert_mender_lists(&meta);
+    let r = parse(&meta).unwrap();
+    assert_eq!(r.inline.len(), 1);
+    assert_eq!(r.inline[0].payload, "images.tar");
+    assert_eq!(r.inline[0].images, vec![D1.to_owned()]);
+    assert_eq!(r.inline[0].size, Some(4096));
+    assert_eq!(r.containers[0].name, "web");
+    assert!(r.containers[0].image.inline);
+    assert_eq!(
+        r.containers[0].image.pinned(),
+        D1,
+        "the engine is asked for the ID"
+    );
+    assert_eq!(r.containers[0].image.to_string(), format!("demo/web@{D1}"));
+    assert!(
+        !r.containers[1].image.inline,
+        "registry images stay registry images"
+    );
+    assert_eq!(r.containers[1].image.pinned(), img("127.0.0.1:5000/db", D2));
+    assert!(r.inline_archive("images.tar").is_some());
+    assert!(r.inline_archive("other.tar").is_none());
+    // Two archives, one image each.
+    let r = parse(&inline_stack(json!({
+        "web.tar": {"images": [D1]},
+        "db.tar": {"images": [D2], "size": 1}
+    })))
+    .unwrap();
+    assert_eq!(r.inline.len(), 2);
+    assert_eq!(r.inline_archive("web.tar").unwrap().images, [D1]);
+    assert_eq!(r.inline_archive("db.tar").unwrap().size, Some(1));
+    assert!(r.containers.iter().all(|c| c.image.inline));
+    // An empty "inline" makes nothing inline.
+    let r = parse(&inline_stack(json!({}))).unwrap();
+    assert!(r.inline.is_empty() && r.containers.iter().all(|c| !c.image.inline));
+}
+
+#[test]
+fn every_bad_inline_entry_names_where_and_what() {
+    let d3 = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    let cases: Vec<(Value, &str)> = vec![
+        // The list form (objects in a list) is not Mender meta-data.
+        (json!([]), "docker-stack.inline: must be an object keyed by payload file name"),
+        (json!([{"payload": "images.tar", "images": [D1]}]), "docker-stack.inline: must be an object keyed by payload file name"),
+        (json!("images.tar"), "docker-stack.inline: must be an object, found a string"),
+        (json!({"images.tar": [D1]}), "docker-stack.inline[\"images.tar\"]: must be an object, found an array"),
+        (json!({"images.tar": {"payload": "images.tar", "images": [D1]}}), "docker-stack.inline[\"images.tar\"].payload: unknown key \"payload\""),
+        (json!({"../x.tar": {"images": [D1]}}), "docker-stack.inline[\"../x.tar\"]: payload name \"../x.tar\" is not valid"),
+        (json!({".hidden": {"images": [D1]}}), "not starting with ."),
+        (json!({"a/b.tar": {"images": [D1]}}), "payload name \"a/b.tar\" is not valid"),
+        (json!({"": {"images": [D1]}}), "payload name \"\" is not valid"),
+        (json!({"a b.tar": {"images": [D1]}}), "payload name \"a b.tar\" is not valid"),
+        (json!({"a.tar": {}}), "docker-stack.inline[\"a.tar\"].images: must list the image IDs"),
+        (json!({"a.tar": {"images": []}}), "must list the image IDs"),
+        (json!({"a.tar": {"images": ["sha256:ABC"]}}), "docker-stack.inline[\"a.tar\"].images[0]: \"sha256:ABC\" is not an image ID"),
+        (json!({"a.tar": {"images": [D1.to_uppercase()]}}), "is not an image ID"),
+        (json!({"a.tar": {"images": [D1, D1]}}), "images[1]: image sha256:1111111111111111111111111111111111111111111111111111111111111111 is listed twice"),
+        (json!({"a.tar": {"images": [D1]}, "b.tar": {"images": [D1]}}), "docker-stack.inline[\"b.tar\"].images[0]: image sha256:1111"),
+        (json!({"a.tar": {"images": [D1, d3]}}), "docker-stack.inline[\"a.tar\"].images: image sha256:3333333333333333333333333333333333333333333333333333333333333333 is used by no container"),
+        (json!({"a.tar": {"images": [D1], "size": 0}}), "docker-stack.inline[\"a.tar\"].size: must be the archive's length in bytes, not 0"),
+        (json!({"a.tar": {"images": [D1], "size": "1k"}}), "docker-stack.inline[\"a.tar\"].size"),
+        (json!({"a.tar": {"images": [D1], "sha": "x"}}), "docker-stack.inline[\"a.tar\"].sha: unknown key"),
+    ];
+    for (inline, want) in cases {
+        let got = err(inline_stack(inline.clone()));
+        assert!(
+            got.contains(want),
+            "inline {inline}:\n got: {got}\nwant: {want}"
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //! short process per state, so each call blocks on a small current-thread
 //! runtime instead of making the module async.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,13 +13,16 @@ use bollard::models::{
     HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
-    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptions,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use mender_module_protocol::signal;
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use tokio::runtime::Runtime;
 
 use super::{
@@ -338,6 +342,116 @@ impl Engine for DockerEngine {
             Err(e) if kind_of(&e) == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(err("inspect image", reference)(e)),
         }
+    }
+
+    fn image_ids(&mut self) -> Result<BTreeSet<String>> {
+        let options = ListImagesOptionsBuilder::default().all(true).build();
+        let list = self
+            .runtime
+            .block_on(self.docker.list_images(Some(options)))
+            .map_err(err("list", "the images"))?;
+        Ok(list.into_iter().map(|i| i.id).collect())
+    }
+
+    fn load(&mut self, archive: &mut dyn Read) -> Result<Vec<String>> {
+        const CHUNK: usize = 256 * 1024;
+        const TARGET: &str = "an inline image archive";
+        // A few chunks in flight: memory stays flat whatever the image size.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        // The upload lasts as long as the client's download, which may be a
+        // slow link: no request timeout here, the client has its own.
+        let docker = self
+            .docker
+            .clone()
+            .with_timeout(Duration::from_secs(30 * 24 * 3600));
+        let options = ImportImageOptions {
+            quiet: true,
+            platform: None,
+        };
+        let runtime = &self.runtime;
+        std::thread::scope(|scope| {
+            // The request runs beside; this thread keeps reading the payload,
+            // so a SIGTERM (blocked over there) interrupts the read here.
+            let request = scope.spawn(move || {
+                let mut stop = SigSet::empty();
+                stop.add(Signal::SIGTERM);
+                stop.add(Signal::SIGINT);
+                let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop), None);
+                runtime.block_on(async {
+                    let mut stream = docker.import_image_stream(options, body, None);
+                    let mut loaded = Vec::new();
+                    loop {
+                        let next =
+                            tokio::time::timeout(Duration::from_millis(250), stream.next()).await;
+                        if signal::terminated() {
+                            return Err(EngineError::new(
+                                "load",
+                                TARGET,
+                                ErrorKind::Other,
+                                "stopped by SIGTERM; the load was abandoned",
+                            ));
+                        }
+                        match next {
+                            Err(_) => continue,
+                            Ok(None) => return Ok(loaded),
+                            Ok(Some(Err(e))) => return Err(err("load", TARGET)(e)),
+                            Ok(Some(Ok(info))) => {
+                                for line in info.stream.unwrap_or_default().lines() {
+                                    let line = line.trim();
+                                    if let Some(id) = line.strip_prefix("Loaded image ID: ") {
+                                        loaded.push(id.trim().to_owned());
+                                    } else if let Some(name) = line.strip_prefix("Loaded image: ") {
+                                        // Not expected (tags are stripped); never an ID, so
+                                        // verification names it.
+                                        loaded.push(format!("tagged {}", name.trim()));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                })
+            });
+            let mut read: std::io::Result<()> = Ok(());
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                match archive.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                            // The engine stopped reading: its answer says why.
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        read = Err(e);
+                        break;
+                    }
+                }
+            }
+            // End of body.
+            drop(tx);
+            let answer = request.join().unwrap_or_else(|_| {
+                Err(EngineError::new(
+                    "load",
+                    TARGET,
+                    ErrorKind::Other,
+                    "the request thread panicked",
+                ))
+            });
+            match read {
+                // The archive's own problem is the cause; the engine only saw a broken upload.
+                Err(e) => Err(EngineError::new(
+                    "load",
+                    TARGET,
+                    ErrorKind::Other,
+                    e.to_string(),
+                )),
+                Ok(()) => answer,
+            }
+        })
     }
 
     fn pull(&mut self, image: &ImageRef, credentials: Option<&Credentials>) -> Result<()> {

@@ -4,6 +4,7 @@
 //! records every mutating call.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::time::Duration;
 
 use docker_spec::ImageRef;
@@ -148,6 +149,59 @@ impl Engine for FakeEngine {
                 id: i.id.clone(),
                 repo_digests: i.refs.iter().filter(|r| r.contains('@')).cloned().collect(),
             }))
+    }
+
+    fn image_ids(&mut self) -> Result<BTreeSet<String>> {
+        Ok(self.images.iter().map(|i| i.id.clone()).collect())
+    }
+
+    /// A fake archive is a tar whose `ids` entry lists one image ID per
+    /// line; a line `corrupt` makes the engine refuse it after reading it
+    /// all, as a real engine refuses a layer whose digest does not match. A
+    /// manifest that still carries tags is refused: the module must strip them.
+    fn load(&mut self, archive: &mut dyn Read) -> Result<Vec<String>> {
+        let fail = |m: String| EngineError::new("load", "archive", ErrorKind::Other, m);
+        let mut bytes = Vec::new();
+        archive
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        self.mutate("load".to_owned())?;
+        let mut text = String::new();
+        let mut tar = tar::Archive::new(bytes.as_slice());
+        for entry in tar.entries().map_err(|e| fail(e.to_string()))? {
+            let mut entry = entry.map_err(|e| fail(e.to_string()))?;
+            let name = entry
+                .path()
+                .map_err(|e| fail(e.to_string()))?
+                .display()
+                .to_string();
+            let mut data = String::new();
+            entry
+                .read_to_string(&mut data)
+                .map_err(|e| fail(e.to_string()))?;
+            match name.as_str() {
+                "ids" => text = data,
+                "manifest.json" if data.contains("RepoTags") => {
+                    return Err(fail("the fake refuses tagged manifests".into()))
+                }
+                "repositories" => return Err(fail("repositories must be dropped".into())),
+                _ => {}
+            }
+        }
+        if text.lines().any(|l| l == "corrupt") {
+            return Err(fail("invalid diffID for layer 0".into()));
+        }
+        let mut loaded = Vec::new();
+        for id in text.lines().filter(|l| !l.is_empty()) {
+            if !self.images.iter().any(|i| i.id == id) {
+                self.images.push(FakeImage {
+                    id: id.to_owned(),
+                    refs: vec![id.to_owned()],
+                });
+            }
+            loaded.push(id.to_owned());
+        }
+        Ok(loaded)
     }
 
     fn pull(&mut self, image: &ImageRef, credentials: Option<&Credentials>) -> Result<()> {

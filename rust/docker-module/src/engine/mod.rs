@@ -6,8 +6,9 @@ pub mod docker;
 #[cfg(test)]
 pub mod fake;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -87,8 +88,12 @@ pub struct Image {
 
 impl Image {
     /// Whether the engine lists `pinned` among the image's RepoDigests, in
-    /// any of the spellings the engine uses for Docker Hub names.
+    /// any of the spellings the engine uses for Docker Hub names; for an
+    /// inline image, whether this is the image with that ID.
     pub fn has_digest(&self, pinned: &ImageRef) -> bool {
+        if pinned.inline {
+            return self.id == pinned.digest;
+        }
         let want = pinned.canonical();
         self.repo_digests
             .iter()
@@ -180,6 +185,13 @@ pub trait Engine {
     fn container(&mut self, id_or_name: &str) -> Result<Option<Container>>;
     /// One image by reference or id.
     fn image(&mut self, reference: &str) -> Result<Option<Image>>;
+    /// The IDs of every image the engine holds.
+    fn image_ids(&mut self) -> Result<BTreeSet<String>>;
+    /// Streams an image archive (`docker save` format, tags already removed)
+    /// into the engine's image loader and returns the IDs it loaded. A read
+    /// error of `archive` aborts the upload and is the error returned; the
+    /// archive may be left unread when the engine gives up first.
+    fn load(&mut self, archive: &mut dyn Read) -> Result<Vec<String>>;
     /// Pulls `image` by its digest.
     fn pull(&mut self, image: &ImageRef, credentials: Option<&Credentials>) -> Result<()>;
     /// Creates a container and returns its id.
