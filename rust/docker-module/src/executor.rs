@@ -405,14 +405,14 @@ impl Deployer<'_> {
             ),
             Some(free) if need > free => {
                 return Err(DeployError::Refused(format!(
-                    "not enough disk space: {what} need {} but the engine's data root {} has {} free; free space there (e.g. remove unused images) and retry",
+                    "not enough disk space for {what}: {} needed but the engine's data root {} has {} free; free space there (e.g. remove unused images) and retry",
                     mib(need),
                     root.path.display(),
                     mib(free)
                 )))
             }
             Some(free) => log!(
-                "disk check: {what} need {}, {} free on {}",
+                "disk check for {what}: {} needed, {} free on {}",
                 mib(need),
                 mib(free),
                 root.path.display()

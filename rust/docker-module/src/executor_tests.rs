@@ -376,7 +376,7 @@ fn refusals_in_download_change_nothing() {
     let unpublished = release(vec![spec("web", '9')]);
     for (r, want) in [
         (&named, "the release pulls through registry \"fleet\", which"),
-        (&big, "not enough disk space: the images still to fetch need 10240.0 MiB but the engine's data root /fake/docker has 1024.0 MiB free"),
+        (&big, "not enough disk space for the images still to fetch: 10240.0 MiB needed but the engine's data root /fake/docker has 1024.0 MiB free"),
         (&clash, "container name api is already used by container api"),
     ] {
         let e = b.state("web-2", "web", |d| d.download(r, None)).unwrap_err().to_string();
@@ -666,7 +666,7 @@ fn a_bad_inline_archive_is_refused_in_download_with_nothing_changed() {
             "too big for the disk",
             inline_release('c', Some(600 << 20)),
             payloads(vec![("images.tar", good.clone())]),
-            "not enough disk space: the images still to fetch need 1200.0 MiB",
+            "not enough disk space for the images still to fetch: 1200.0 MiB needed",
         ),
     ];
     for (what, r, mut src, want) in cases {
