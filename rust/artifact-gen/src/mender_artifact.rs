@@ -23,6 +23,74 @@ impl Tool {
     pub fn command(&self) -> Command {
         Command::new(&self.path)
     }
+
+    /// Runs `mender-artifact write module-image` for `image` into the scratch
+    /// file `scratch`, makes it reproducible under SOURCE_DATE_EPOCH, and
+    /// moves it to `output` only once it is complete.
+    pub fn write_module_image(
+        &self,
+        image: &ModuleImage<'_>,
+        scratch: &Path,
+        output: &Path,
+        epoch: Option<u64>,
+    ) -> Result<()> {
+        let mut cmd = self.command();
+        cmd.args(["write", "module-image", "-T", image.payload_type, "-n"])
+            .arg(image.artifact_name);
+        for t in image.device_types {
+            cmd.arg(self.device_type_flag).arg(t);
+        }
+        cmd.arg("-o").arg(scratch).arg("-m").arg(image.meta_data);
+        for f in &image.files {
+            cmd.arg("-f").arg(f);
+        }
+        let (filesystem, name, version) = image.software;
+        cmd.arg("--software-filesystem")
+            .arg(filesystem)
+            .arg("--software-name")
+            .arg(name)
+            .arg("--software-version")
+            .arg(version)
+            // mender-artifact adds this clear by default; naming it keeps it
+            // under --no-default-clears-provides too, since a C++ client
+            // treats an artifact without clears as clearing every provide.
+            .arg("--clears-provides")
+            .arg(format!("{filesystem}.{name}.*"))
+            .args(image.extra_args);
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run {}", self.path.display()))?;
+        if !status.success() {
+            bail!(
+                "{} write module-image failed ({status}); its messages are above",
+                self.path.display()
+            );
+        }
+        if let Some(epoch) = epoch {
+            normalize_outer_tar(scratch, epoch)?;
+        }
+        fs::rename(scratch, output).with_context(|| {
+            format!(
+                "cannot move the artifact to {} (is it on the same filesystem as its directory?)",
+                output.display()
+            )
+        })
+    }
+}
+
+/// What goes into one `write module-image` call.
+pub struct ModuleImage<'a> {
+    /// The Update Module's name on the device.
+    pub payload_type: &'a str,
+    pub artifact_name: &'a str,
+    pub device_types: &'a [String],
+    pub meta_data: &'a Path,
+    pub files: Vec<PathBuf>,
+    /// `(filesystem, name, version)`: provides `FILESYSTEM.NAME.version` and
+    /// clears `FILESYSTEM.NAME.*`.
+    pub software: (&'a str, &'a str, &'a str),
+    /// Passed on unchanged after everything else (signing keys, --depends, …).
+    pub extra_args: &'a [std::ffi::OsString],
 }
 
 /// Finds `mender-artifact` on PATH and checks it knows `write module-image`

@@ -342,41 +342,24 @@ fn run(args: &Args) -> Result<()> {
     fs::write(&meta_path, text).with_context(|| format!("cannot write {}", meta_path.display()))?;
 
     let tmp_out = work.dir.join("artifact.mender");
-    let mut cmd = tool.command();
-    cmd.args(["write", "module-image", "-T", PAYLOAD_TYPE, "-n"])
-        .arg(&args.artifact_name);
-    for t in &args.device_type {
-        cmd.arg(tool.device_type_flag).arg(t);
-    }
-    cmd.arg("-o").arg(&tmp_out).arg("-m").arg(&meta_path);
-    for payload in &plan.payloads {
-        cmd.arg("-f").arg(work.dir.join(&payload.name));
-    }
-    cmd.arg("--software-filesystem")
-        .arg(&filesystem)
-        .arg("--software-name")
-        .arg(&name)
-        .arg("--software-version")
-        .arg(&version)
-        // Explicit, so it survives --no-default-clears-provides: a C++
-        // client treats an artifact without clears as clearing everything.
-        .arg("--clears-provides")
-        .arg(format!("{filesystem}.{name}.*"))
-        .args(&args.mender_artifact_args);
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {}", tool.path.display()))?;
-    if !status.success() {
-        bail!(
-            "{} write module-image failed ({status}); its messages are above",
-            tool.path.display()
-        );
-    }
-    if let Some(epoch) = epoch {
-        artifact_gen::mender_artifact::normalize_outer_tar(&tmp_out, epoch)?;
-    }
-    fs::rename(&tmp_out, &args.output_path)
-        .with_context(|| format!("cannot move the artifact to {}", args.output_path.display()))?;
+    tool.write_module_image(
+        &artifact_gen::mender_artifact::ModuleImage {
+            payload_type: PAYLOAD_TYPE,
+            artifact_name: &args.artifact_name,
+            device_types: &args.device_type,
+            meta_data: &meta_path,
+            files: plan
+                .payloads
+                .iter()
+                .map(|p| work.dir.join(&p.name))
+                .collect(),
+            software: (&filesystem, &name, &version),
+            extra_args: &args.mender_artifact_args,
+        },
+        &tmp_out,
+        &args.output_path,
+        epoch,
+    )?;
     let carried = match plan.payloads.len() {
         0 => String::new(),
         n => format!(

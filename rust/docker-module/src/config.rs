@@ -49,20 +49,9 @@ pub struct Config {
     pub registries: BTreeMap<String, Credentials>,
 }
 
-/// How `Download` takes the payloads (inline image archives).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DownloadMode {
-    /// Stream each archive from the client straight into the engine while it
-    /// arrives: no copy on the device's disk besides the engine's own.
-    #[default]
-    Stream,
-    /// Leave `stream-next` alone so the client stores the payloads under
-    /// `files/`; ArtifactInstall loads them from there before anything stops.
-    /// Costs the archives' size once more on the client's datastore until the
-    /// deployment ends.
-    Store,
-}
+/// `"download"`: stream inline archives into the engine while they arrive,
+/// or let the client store them for ArtifactInstall.
+pub use mender_module_protocol::DownloadMode;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

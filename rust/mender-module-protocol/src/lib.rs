@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use error::{Error, Result};
-pub use payload::{Payload, Payloads};
+pub use payload::{DownloadMode, Payload, Payloads};
 pub use state::{Invocation, Query, State};
 pub use tree::{FileTree, Header};
 

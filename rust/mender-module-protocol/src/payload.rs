@@ -23,6 +23,21 @@ use crate::error::{Error, Result};
 use crate::signal;
 use crate::tree::FileTree;
 
+/// How a module takes its payloads in `Download`, as its device
+/// configuration says (`"download": "stream"` or `"store"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadMode {
+    /// Read each payload from the client's stream while it arrives and put
+    /// it where it goes: no second copy on the device's disk.
+    #[default]
+    Stream,
+    /// Never open `stream-next`, so the client stores the payloads under
+    /// `files/`; ArtifactInstall takes them from there. Costs their size once
+    /// more on the client's datastore until the deployment ends.
+    Store,
+}
+
 /// One payload file: its name in the artifact, its size when the client told
 /// it (`DownloadWithFileSizes`, or the stored file's length), and its bytes.
 pub struct Payload<'a> {

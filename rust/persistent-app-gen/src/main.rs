@@ -157,46 +157,20 @@ fn run(args: &Args) -> Result<()> {
     fs::write(&meta_path, meta).with_context(|| format!("cannot write {}", meta_path.display()))?;
 
     let tmp_out = work.dir.join("artifact.mender");
-    let mut cmd = tool.command();
-    cmd.args(["write", "module-image", "-T", PAYLOAD_TYPE, "-n"])
-        .arg(&args.artifact_name);
-    for t in &args.device_type {
-        cmd.arg(tool.device_type_flag).arg(t);
-    }
-    cmd.arg("-o")
-        .arg(&tmp_out)
-        .arg("-f")
-        .arg(&tar_path)
-        .arg("-m")
-        .arg(&meta_path)
-        .args(["--software-filesystem", "data-partition", "--software-name"])
-        .arg(&software_name)
-        .arg("--software-version")
-        .arg(&software_version)
-        // mender-artifact adds this clear by default; naming it keeps it even
-        // under --no-default-clears-provides, since a C++ client treats an
-        // artifact without clears as clearing every provide.
-        .arg("--clears-provides")
-        .arg(format!("data-partition.{software_name}.*"))
-        .args(&args.mender_artifact_args);
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {}", tool.path.display()))?;
-    if !status.success() {
-        bail!(
-            "{} write module-image failed ({status}); its messages are above",
-            tool.path.display()
-        );
-    }
-    if let Some(epoch) = epoch {
-        artifact_gen::mender_artifact::normalize_outer_tar(&tmp_out, epoch)?;
-    }
-    fs::rename(&tmp_out, &args.output).with_context(|| {
-        format!(
-            "cannot move the artifact to {} (is it on the same filesystem as its directory?)",
-            args.output.display()
-        )
-    })?;
+    tool.write_module_image(
+        &artifact_gen::mender_artifact::ModuleImage {
+            payload_type: PAYLOAD_TYPE,
+            artifact_name: &args.artifact_name,
+            device_types: &args.device_type,
+            meta_data: &meta_path,
+            files: vec![tar_path.clone()],
+            software: ("data-partition", &software_name, &software_version),
+            extra_args: &args.mender_artifact_args,
+        },
+        &tmp_out,
+        &args.output,
+        epoch,
+    )?;
     eprintln!(
         "persistent-app-artifact-gen: wrote {}: {} members, {} bytes for {}; provides data-partition.{}.version={}",
         args.output.display(),

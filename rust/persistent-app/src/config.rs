@@ -17,20 +17,9 @@ pub const DEFAULT_LOCK: &str = "/run/lock/persistent-app.lock";
 /// Overrides [`DEFAULT_LOCK`].
 pub const LOCK_ENV: &str = "PERSISTENT_APP_LOCK";
 
-/// How `Download` takes the payload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DownloadMode {
-    /// Read the payload from the client's stream and extract it into the
-    /// staging tree while it arrives: no second copy on disk.
-    #[default]
-    Stream,
-    /// Do not open `stream-next`: the client stores the payload under
-    /// `files/` and ArtifactInstall extracts it from there, with the same
-    /// checks. Costs the payload's size once more on the client's datastore
-    /// until the deployment ends.
-    Store,
-}
+/// `"download"`: stream the payload into the staging tree while it arrives, or
+/// let the client store it for ArtifactInstall.
+pub use mender_module_protocol::DownloadMode;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
