@@ -369,6 +369,21 @@ impl<R: Read> Read for TagStripper<R> {
         while self.out_at == self.out.len() {
             self.out.clear();
             self.out_at = 0;
+            // Entry data (nearly all of an archive) goes straight from the
+            // payload into the caller's buffer: no copy, no zero-filling.
+            if let State::Pass { left } = self.state {
+                if left > 0 {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let n = self.fill(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(self.truncated());
+                    }
+                    self.state = State::Pass {
+                        left: left - n as u64,
+                    };
+                    return Ok(n);
+                }
+            }
             if self.finished || !self.step()? {
                 self.finished = true;
                 return Ok(0);

@@ -413,22 +413,35 @@ impl Engine for DockerEngine {
                 })
             });
             let mut read: std::io::Result<()> = Ok(());
-            loop {
-                let mut buf = vec![0u8; CHUNK];
-                match archive.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                            // The engine stopped reading: its answer says why.
-                            break;
+            // One buffer, filled to the brim before each send: few large
+            // chunks, no zero-filling per chunk.
+            let mut buf = vec![0u8; CHUNK];
+            'body: loop {
+                let mut filled = 0;
+                while filled < CHUNK {
+                    match archive.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) => {
+                            let _ =
+                                tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                            read = Err(e);
+                            break 'body;
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
-                        read = Err(e);
-                        break;
-                    }
+                }
+                if filled == 0 {
+                    break;
+                }
+                if tx
+                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..filled])))
+                    .is_err()
+                {
+                    // The engine stopped reading: its answer says why.
+                    break;
+                }
+                if filled < CHUNK {
+                    break;
                 }
             }
             // End of body.
