@@ -143,3 +143,247 @@ def test_the_provides_check_class_acts_only_in_images_and_through_the_module():
 
 def test_layer_conf_lets_bitbake_import_the_helpers():
     assert "addpylib ${LAYERDIR}/lib mender_composable" in (ROOT / "conf" / "layer.conf").read_text()
+
+
+# ---------------------------------------------------------------------------
+# classes/docker-artifact.bbclass: its Python (the def functions and the body
+# of do_deploy) run here against a small stand-in for BitBake's datastore, and
+# a stand-in docker-artifact-gen records the command line the task runs.
+
+import os  # noqa: E402
+import re  # noqa: E402
+import stat  # noqa: E402
+import textwrap  # noqa: E402
+
+DOCKER_CLASS = ROOT / "classes" / "docker-artifact.bbclass"
+
+
+class BBFatal(Exception):
+    pass
+
+
+class FakeBB:
+    def __init__(self):
+        self.warnings, self.notes = [], []
+
+    def fatal(self, msg):
+        raise BBFatal(msg)
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+    def note(self, msg):
+        self.notes.append(msg)
+
+
+class FakeData:
+    """getVar of already expanded values; None for unset ones, as BitBake returns."""
+
+    def __init__(self, values):
+        self.values = dict(values)
+
+    def getVar(self, name, expand=True):
+        return self.values.get(name)
+
+
+def class_namespace(bb):
+    """The class's def functions and do_deploy body, compiled as BitBake would run them."""
+    text = DOCKER_CLASS.read_text()
+    defs = re.findall(r"^def .*?(?=^\S)", text, re.MULTILINE | re.DOTALL)
+    assert {re.match(r"def (\w+)", d)[1] for d in defs} >= {
+        "docker_artifact_oci_images", "docker_artifact_depends", "docker_artifact_mcdepends",
+        "docker_artifact_archive", "docker_artifact_command"}
+    body = re.search(r"^python do_deploy\(\) \{\n(.*?)^\}", text, re.MULTILINE | re.DOTALL)[1]
+    ns = {"bb": bb, "os": os, "mender_composable": mender_composable}
+    exec("\n".join(defs), ns)  # noqa: S102 - the layer's own class code
+    ns["do_deploy"] = compile("def do_deploy(d):\n" + textwrap.indent(textwrap.dedent(body), "    "),
+                              str(DOCKER_CLASS), "exec")
+    exec(ns["do_deploy"], ns)  # noqa: S102
+    return ns
+
+
+def class_defaults():
+    """The class's ?= defaults, as written (before expansion)."""
+    return dict(re.findall(r'^(DOCKER_ARTIFACT\w*) \?= "(.*)"$', DOCKER_CLASS.read_text(), re.MULTILINE))
+
+
+@pytest.fixture
+def docker_class(tmp_path, monkeypatch):
+    """(namespace, bb, datastore values, deploy dir, file with the generator's arguments)."""
+    deploy_images = tmp_path / "deploy" / "images" / "qemux86-64"
+    deploy_images.mkdir(parents=True)
+    (deploy_images / "app-container-qemux86-64-20240101.rootfs-oci.tar").write_bytes(b"oci")
+    (deploy_images / "app-container-latest-oci.tar").symlink_to("app-container-qemux86-64-20240101.rootfs-oci.tar")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    argv_file = tmp_path / "argv"
+    gen = bindir / "docker-artifact-gen"
+    gen.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        printf '%s\\n' "$@" > {argv_file}
+        while [ $# -gt 0 ]; do [ "$1" = -o ] && echo artifact > "$2"; shift; done
+        echo "docker-artifact-gen: wrote it"
+        exit ${{FAKE_GEN_EXIT:-0}}
+        """))
+    gen.chmod(gen.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    deploydir = tmp_path / "deploy-demo-stack"
+    deploydir.mkdir()
+    values = {
+        "DOCKER_ARTIFACT_STACK": "demo-stack",
+        "DOCKER_ARTIFACT_VERSION": "1.0",
+        "DOCKER_ARTIFACT_NAME": "demo-stack-1.0",
+        "DOCKER_ARTIFACT": "demo-stack-1.0.mender",
+        "DOCKER_ARTIFACT_DEVICE_TYPES": "qemux86-64",
+        "DOCKER_ARTIFACT_OCI_IMAGES": "app-container",
+        "DOCKER_ARTIFACT_OCI_TAG": "latest",
+        "DOCKER_ARTIFACT_OCI_DEPLOY_DIR": str(deploy_images),
+        "DOCKER_ARTIFACT_RUN_ARGS": "--name web -e 'MSG=hello world' --restart unless-stopped",
+        "DOCKER_ARTIFACT_SPEC": "",
+        "DOCKER_ARTIFACT_DEPENDS": "",
+        "DOCKER_ARTIFACT_SIGNING_KEY": "",
+        "DOCKER_ARTIFACT_EXTRA_ARGS": "",
+        "MENDER_ARTIFACT_PROVIDES": PRODUCT_PROVIDES,
+        "BB_CURRENT_MC": "default",
+        "DEPLOYDIR": str(deploydir),
+        "WORKDIR": str(tmp_path),
+    }
+    bb = FakeBB()
+    return class_namespace(bb), bb, values, deploy_images, argv_file
+
+
+def run_deploy(docker_class, **changes):
+    ns, bb, values, deploy_images, argv_file = docker_class
+    values = dict(values, **changes)
+    ns["do_deploy"](FakeData(values))
+    return argv_file.read_text().splitlines()
+
+
+def test_the_class_variables_live_in_its_own_namespace_and_default_from_meta_mender():
+    text = DOCKER_CLASS.read_text()
+    assigned = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[?:+.]*=", text, re.MULTILINE))
+    assert assigned - {"PACKAGE_ARCH"} <= set(class_defaults())
+    assert not any(v.startswith("MENDER_") for v in assigned), "meta-mender warns about unknown MENDER_ variables"
+    defaults = class_defaults()
+    assert defaults["DOCKER_ARTIFACT_STACK"] == "${BPN}"
+    assert defaults["DOCKER_ARTIFACT_VERSION"] == "${PV}"
+    assert "MENDER_DEVICE_TYPES_COMPATIBLE" in defaults["DOCKER_ARTIFACT_DEVICE_TYPES"]
+    assert "MENDER_ARTIFACT_SIGNING_KEY" in defaults["DOCKER_ARTIFACT_SIGNING_KEY"]
+    assert defaults["DOCKER_ARTIFACT_OCI_DEPLOY_DIR"] == "${DEPLOY_DIR_IMAGE}"
+    assert "inherit deploy" in text and "addtask deploy after do_install before do_build" in text
+
+
+def test_the_task_needs_the_native_generator_and_mender_artifact():
+    text = DOCKER_CLASS.read_text()
+    flag = re.search(r'^do_deploy\[depends\] \+= "(.*?)"', text, re.MULTILINE | re.DOTALL)[1]
+    assert {"docker-artifact-gen-native:do_populate_sysroot",
+            "mender-artifact-native:do_populate_sysroot", "${@docker_artifact_depends(d)}"} <= set(flag.split())
+    assert 'do_deploy[mcdepends] += "${@docker_artifact_mcdepends(d)}"' in text
+    recipe = (ROOT / "recipes-mender" / "docker-artifact-gen" / "docker-artifact-gen_0.1.0.bb").read_text()
+    assert re.search(r'^BBCLASSEXTEND = ".*\bnative\b.*"', recipe, re.MULTILINE)
+
+
+def test_oci_images_become_image_complete_depends_here_and_mcdepends_across_multiconfigs(docker_class):
+    ns = docker_class[0]
+    d = FakeData({"DOCKER_ARTIFACT_OCI_IMAGES": "web mc:containers:db worker", "BB_CURRENT_MC": "default"})
+    assert ns["docker_artifact_depends"](d) == "web:do_image_complete worker:do_image_complete"
+    assert ns["docker_artifact_mcdepends"](d) == "mc::containers:db:do_image_complete"
+    d = FakeData({"DOCKER_ARTIFACT_OCI_IMAGES": "mc:containers:db", "BB_CURRENT_MC": "device"})
+    assert ns["docker_artifact_mcdepends"](d) == "mc:device:containers:db:do_image_complete"
+    assert ns["docker_artifact_depends"](FakeData({})) == ""
+    with pytest.raises(BBFatal, match="'mc:db' is neither a recipe name nor mc:<multiconfig>:<recipe>"):
+        ns["docker_artifact_depends"](FakeData({"DOCKER_ARTIFACT_OCI_IMAGES": "mc:db"}))
+
+
+def test_the_archive_is_the_link_image_oci_makes_from_recipe_and_tag(docker_class):
+    ns = docker_class[0]
+    d = FakeData({"DOCKER_ARTIFACT_OCI_TAG": "v1:2", "DOCKER_ARTIFACT_OCI_DEPLOY_DIR": "/deploy"})
+    # image-oci: ln -sf "$image_name.tar" "${IMAGE_BASENAME}-$image_tag-oci.tar", ':' -> '_' in the tag
+    assert ns["docker_artifact_archive"](d, "web") == "/deploy/web-v1_2-oci.tar"
+
+
+def test_deploy_runs_the_generator_inline_with_the_stack_and_run_args_as_one_argument(docker_class):
+    argv = run_deploy(docker_class)
+    deploy_images, deploydir = docker_class[3], docker_class[2]["DEPLOYDIR"]
+    assert argv == ["-n", "demo-stack-1.0", "-t", "qemux86-64", "-o", f"{deploydir}/demo-stack-1.0.mender",
+                    "--inline", "--software-name", "demo-stack", "--software-version", "1.0",
+                    "--run-args=--name web -e 'MSG=hello world' --restart unless-stopped",
+                    f"oci-archive:{deploy_images}/app-container-latest-oci.tar"]
+    assert (Path(deploydir) / "demo-stack-1.0.mender").read_text() == "artifact\n"
+    assert any("docker-artifact-gen: wrote it" in n for n in docker_class[1].notes)
+
+
+def test_every_device_type_signing_depends_and_extra_args_go_where_mender_artifact_takes_them(docker_class):
+    argv = run_deploy(docker_class, DOCKER_ARTIFACT_DEVICE_TYPES="qemux86-64 raspberrypi4",
+                      DOCKER_ARTIFACT_RUN_ARGS="", DOCKER_ARTIFACT_SIGNING_KEY="/keys/private.pem",
+                      DOCKER_ARTIFACT_DEPENDS="rootfs-image.feature.docker:true rootfs-image.api.version:2.0",
+                      DOCKER_ARTIFACT_EXTRA_ARGS="--provides 'data-partition.demo-stack.owner:team a'")
+    assert argv[:4] == ["-n", "demo-stack-1.0", "-t", "qemux86-64"] and argv[4:6] == ["-t", "raspberrypi4"]
+    assert not any(a.startswith("--run-args") for a in argv)
+    assert argv[argv.index("--"):] == ["--", "-k", "/keys/private.pem",
+                                       "--depends", "rootfs-image.feature.docker:true",
+                                       "--depends", "rootfs-image.api.version:2.0",
+                                       "--provides", "data-partition.demo-stack.owner:team a"]
+    assert docker_class[1].warnings == []
+
+
+def test_a_rootfs_depends_this_builds_images_do_not_provide_is_warned_about(docker_class):
+    run_deploy(docker_class, DOCKER_ARTIFACT_DEPENDS="rootfs-image.feature.docker:yes rootfs-image.cuda.version:11.8")
+    warnings = docker_class[1].warnings
+    assert len(warnings) == 2
+    assert "'rootfs-image.feature.docker:yes'" in warnings[0] and "has 'rootfs-image.feature.docker:true'" in warnings[0]
+    assert "lacks 'rootfs-image.cuda.version'" in warnings[1] and "demo-stack-1.0.mender" in warnings[1]
+
+
+def test_without_rootfs_provides_in_the_build_nothing_is_warned(docker_class):
+    run_deploy(docker_class, MENDER_ARTIFACT_PROVIDES=None, DOCKER_ARTIFACT_DEPENDS="rootfs-image.cuda.version:11.8")
+    assert docker_class[1].warnings == []
+
+
+@pytest.mark.parametrize("entry", ["rootfs-image.feature.docker", "rootfs-image.x:", ":1", "a..b:1"])
+def test_a_malformed_depends_stops_the_task(docker_class, entry):
+    with pytest.raises(BBFatal, match=re.escape(f"DOCKER_ARTIFACT_DEPENDS: '{entry}' is not key:value")):
+        run_deploy(docker_class, DOCKER_ARTIFACT_DEPENDS=entry)
+
+
+def test_a_spec_names_archives_by_recipe_and_gets_their_paths(docker_class, tmp_path):
+    spec = tmp_path / "stack.json"
+    spec.write_text('{"docker-stack": {"format": 1, "stack": "demo-stack", "containers": ['
+                    '{"name": "web", "image": "oci-archive:@app-container@", "command": ["serve"]}]}}')
+    argv = run_deploy(docker_class, DOCKER_ARTIFACT_RUN_ARGS="", DOCKER_ARTIFACT_SPEC=str(spec))
+    written = Path(argv[argv.index("--spec") + 1])
+    assert "--inline" in argv and not any(a.startswith("oci-archive:") for a in argv)
+    assert f'"image": "oci-archive:{docker_class[3]}/app-container-latest-oci.tar"' in written.read_text()
+
+
+def test_a_spec_naming_an_image_the_build_does_not_make_is_refused(docker_class, tmp_path):
+    spec = tmp_path / "stack.json"
+    spec.write_text('{"docker-stack": {"stack": "demo-stack", "containers": [{"image": "oci-archive:@other@"}]}}')
+    with pytest.raises(BBFatal, match=r"oci-archive:@other@, but other is not in DOCKER_ARTIFACT_OCI_IMAGES"):
+        run_deploy(docker_class, DOCKER_ARTIFACT_RUN_ARGS="", DOCKER_ARTIFACT_SPEC=str(spec))
+
+
+def test_a_spec_for_another_stack_is_refused(docker_class, tmp_path):
+    spec = tmp_path / "stack.json"
+    spec.write_text('{"docker-stack": {"stack": "web", "containers": [{"image": "oci-archive:@app-container@"}]}}')
+    with pytest.raises(BBFatal, match="deploys the stack 'web' but DOCKER_ARTIFACT_STACK is 'demo-stack'"):
+        run_deploy(docker_class, DOCKER_ARTIFACT_RUN_ARGS="", DOCKER_ARTIFACT_SPEC=str(spec))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"DOCKER_ARTIFACT_DEVICE_TYPES": ""}, "DOCKER_ARTIFACT_DEVICE_TYPES is empty: inherit mender-full"),
+    ({"DOCKER_ARTIFACT_OCI_IMAGES": ""}, "DOCKER_ARTIFACT_OCI_IMAGES is empty"),
+    ({"DOCKER_ARTIFACT_OCI_TAG": "1.0"}, "app-container from DOCKER_ARTIFACT_OCI_IMAGES did not deploy .*app-container-1.0-oci.tar"),
+    ({"DOCKER_ARTIFACT_SPEC": "/nonexistent/stack.json"}, "RUN_ARGS and DOCKER_ARTIFACT_SPEC are both set"),
+    ({"DOCKER_ARTIFACT_SPEC": "/nonexistent/stack.json", "DOCKER_ARTIFACT_RUN_ARGS": ""},
+     "DOCKER_ARTIFACT_SPEC names /nonexistent/stack.json, which is not a file"),
+])
+def test_a_recipe_mistake_stops_the_task_with_what_to_change(docker_class, changes, message):
+    with pytest.raises(BBFatal, match=message):
+        run_deploy(docker_class, **changes)
+
+
+def test_a_failing_generator_fails_the_task_with_its_output(docker_class, monkeypatch):
+    monkeypatch.setenv("FAKE_GEN_EXIT", "1")
+    with pytest.raises(BBFatal, match=r"docker-artifact-gen failed \(exit 1\):\ndocker-artifact-gen: wrote it"):
+        run_deploy(docker_class)

@@ -311,3 +311,90 @@ def test_a_wrong_edit_of_the_testimage_configuration_is_caught(edit):
     config = copy.deepcopy(merged(KAS_DIR / "qemux86-64-testimage.yml"))
     TESTIMAGE_WRONG_EDITS[edit](config)
     assert problems_of_testimage(config), f"the edit '{edit}' went unnoticed"
+
+
+# ---------------------------------------------------------------------------
+# .github/workflows/yocto.yml: the Yocto build and testimage on users' runners.
+
+WORKFLOW = ROOT / ".github" / "workflows" / "yocto.yml"
+KAS_REF = re.compile(r"kas/[A-Za-z0-9_.-]+\.yml")
+
+
+def workflow():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    # YAML 1.1 (PyYAML) reads the key `on` as True.
+    if True in wf:
+        wf["on"] = wf.pop(True)
+    return wf
+
+
+def workflow_problems(wf):
+    """What the CI workflow needs to build and test the reference setup, as a list of problems."""
+    problems = []
+
+    def expect(cond, what):
+        if not cond:
+            problems.append(what)
+
+    triggers = wf.get("on") or {}
+    expect("workflow_dispatch" in triggers, "the workflow must be startable by hand (workflow_dispatch)")
+    jobs = wf.get("jobs") or {}
+    expect(bool(jobs), "the workflow has no jobs")
+    referenced, runs = set(), []
+    for name, job in jobs.items():
+        expect(bool(job.get("runs-on")), f"job {name}: runs-on must name the runner")
+        expect("timeout-minutes" in job, f"job {name}: a Yocto build needs an explicit timeout-minutes")
+        env = job.get("env") or {}
+        for var in ("DL_DIR", "SSTATE_DIR"):
+            expect(bool(env.get(var)), f"job {name}: {var} must be set (kas hands it to BitBake) for caching")
+        for step in job.get("steps") or []:
+            text = " ".join(str(step.get(k, "")) for k in ("run", "name", "if"))
+            referenced |= set(KAS_REF.findall(text))
+            runs.append(str(step.get("run", "")))
+        for value in env.values():
+            referenced |= set(KAS_REF.findall(str(value)))
+    expect(bool(referenced), "the workflow references no kas configuration")
+    for ref in sorted(referenced):
+        expect((ROOT / ref).is_file(), f"the workflow references {ref}, which does not exist")
+    expect(any(re.search(r"\bkas build \.\./meta-mender-composable/kas/qemux86-64\.yml\b", r) for r in runs),
+           "a step must run `kas build` on kas/qemux86-64.yml")
+    expect(any("kas build" in r and "TESTIMAGE_CONFIG" in r for r in runs),
+           "a step must run `kas build` on a testimage configuration")
+    for config in TESTIMAGE_CONFIGS:
+        expect(f"kas/{config.name}" in referenced, f"the workflow does not run kas/{config.name}")
+    pins = {r for r in runs for r in re.findall(r"kas==([0-9.]+)", r)}
+    required = re.search(r"^kas==([0-9.]+)$", (ROOT / "tests" / "requirements.txt").read_text(), re.MULTILINE)[1]
+    expect(pins == {required}, f"the workflow must install kas=={required}, the version the tests validate against")
+    return problems
+
+
+def test_the_ci_workflow_is_valid_yaml_and_builds_the_reference_and_testimage_configurations():
+    assert workflow_problems(workflow()) == []
+
+
+def test_the_ci_workflow_keeps_its_results():
+    steps = next(iter(workflow()["jobs"].values()))["steps"]
+    upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    assert upload and upload[0].get("if") == "always()"
+    paths = upload[0]["with"]["path"]
+    assert "*.mender" in paths and "oeqa" in paths
+
+
+WORKFLOW_WRONG_EDITS = {
+    "missing kas file": lambda wf: next(iter(wf["jobs"].values()))["steps"].append(
+        {"run": "kas build ../meta-mender-composable/kas/qemuarm64.yml"}),
+    "no base build": lambda wf: [s.update(run=s["run"].replace("kas/qemux86-64.yml", "kas/qemux86-64-testimage.yml"))
+                                 for s in next(iter(wf["jobs"].values()))["steps"] if "run" in s],
+    "no sstate dir": lambda wf: next(iter(wf["jobs"].values()))["env"].pop("SSTATE_DIR"),
+    "no timeout": lambda wf: next(iter(wf["jobs"].values())).pop("timeout-minutes"),
+    "other kas version": lambda wf: [s.update(run=s["run"].replace("kas==", "kas==4."))
+                                     for s in next(iter(wf["jobs"].values()))["steps"] if "run" in s],
+    "no manual start": lambda wf: wf["on"].pop("workflow_dispatch"),
+}
+
+
+@pytest.mark.parametrize("edit", WORKFLOW_WRONG_EDITS, ids=list(WORKFLOW_WRONG_EDITS))
+def test_a_wrong_edit_of_the_ci_workflow_is_caught(edit):
+    wf = copy.deepcopy(workflow())
+    WORKFLOW_WRONG_EDITS[edit](wf)
+    assert workflow_problems(wf), f"the edit '{edit}' went unnoticed"

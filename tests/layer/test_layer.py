@@ -84,3 +84,121 @@ def test_layer_conf_changes_no_global_setting():
     assigned = set(re.findall(r"^([A-Za-z0-9_:.${}-]+)\s*[?:+.]*=", text, re.MULTILINE))
     assert assigned <= allowed, f"layer.conf sets {assigned - allowed}: that would change other recipes"
     assert not re.search(r"^\s*(INHERIT|DISTRO_FEATURES|IMAGE_INSTALL|PREFERRED_)", text, re.MULTILINE)
+
+
+def layer_globs():
+    """BBFILES and BBFILES_DYNAMIC patterns of layer.conf, relative to the layer root."""
+    text, _ = layer_conf()
+    joined = text.replace("\\\n", " ")
+    globs = []
+    for var in ("BBFILES", "BBFILES_DYNAMIC"):
+        for value in re.findall(rf'^{var}\s*\+=\s*"([^"]*)"', joined, re.MULTILINE):
+            for item in value.split():
+                path = item.split(":", 1)[1] if var == "BBFILES_DYNAMIC" else item
+                globs.append(path.replace("${LAYERDIR}/", ""))
+    return globs
+
+
+def test_every_recipe_and_append_is_seen_by_bitbake():
+    import fnmatch
+    globs = layer_globs()
+    assert any(g.startswith("dynamic-layers/virtualization-layer/") for g in globs)
+    files = [f.relative_to(ROOT).as_posix() for f in metadata_files() if f.suffix in (".bb", ".bbappend")]
+    unseen = [f for f in files if not any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert unseen == [], f"layer.conf's BBFILES/BBFILES_DYNAMIC do not match {unseen}"
+
+
+def recipes():
+    """{PN: text} of the layer's recipes (PN from the file name), with the files they require beside them."""
+    out = {}
+    for f in metadata_files():
+        if f.suffix != ".bb":
+            continue
+        text = f.read_text()
+        for inc in re.findall(r"^(?:require|include)\s+(\S+\.inc)$", text, re.MULTILINE):
+            if (f.parent / inc).is_file():
+                text += "\n" + (f.parent / inc).read_text()
+        out[f.name.split("_")[0].removesuffix(".bb")] = text
+    return out
+
+
+def inherits(text):
+    return set(" ".join(re.findall(r"^inherit\s+(.*)$", text, re.MULTILINE)).split())
+
+
+def value(text, var, default=None):
+    m = re.search(rf'^{var}\s*=\s*"((?:[^"\\]|\\\n)*)"', text, re.MULTILINE)
+    return " ".join(m[1].replace("\\\n", " ").split()) if m else default
+
+
+DEMO_IMAGE = "composable-demo-image"
+
+
+def test_the_demo_image_has_the_runtime_both_modules_and_ssh():
+    image = recipes()[DEMO_IMAGE]
+    assert {"docker-moby", "docker-update-module", "persistent-app-update-module"} <= set(value(image, "IMAGE_INSTALL").split())
+    assert 'IMAGE_FEATURES += "ssh-server-openssh"' in image
+    assert {"systemd", "virtualization", "composable-docker"} <= set(value(image, "REQUIRED_DISTRO_FEATURES").split())
+
+
+def test_the_demo_image_deploys_every_artifact_recipe_for_build_and_testimage():
+    all_recipes = recipes()
+    image = all_recipes[DEMO_IMAGE]
+    deployed = {dep.split(":")[0] for dep in value(image, "COMPOSABLE_DEMO_ARTIFACTS").split()}
+    makers = {pn for pn, text in all_recipes.items() if inherits(text) & {"persistent-app-artifact", "docker-artifact"}}
+    assert "demo-stack" in makers
+    assert deployed == makers
+    assert 'do_build[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"' in image
+    assert 'do_testimage[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"' in image
+
+
+def test_docker_artifacts_take_oci_images_that_the_layer_builds_with_the_tag_the_class_reads():
+    all_recipes = recipes()
+    class_tag = re.search(r'^DOCKER_ARTIFACT_OCI_TAG \?= "([^"]*)"',
+                          (ROOT / "classes" / "docker-artifact.bbclass").read_text(), re.MULTILINE)[1]
+    checked = 0
+    for pn, text in all_recipes.items():
+        if "docker-artifact" not in inherits(text):
+            continue
+        tag = value(text, "DOCKER_ARTIFACT_OCI_TAG", class_tag)
+        for image in value(text, "DOCKER_ARTIFACT_OCI_IMAGES", "").split():
+            assert image in all_recipes, f"{pn}: DOCKER_ARTIFACT_OCI_IMAGES names {image}, which the layer lacks"
+            oci = all_recipes[image]
+            assert {"image", "image-oci"} <= inherits(oci), f"{image} must inherit image and image-oci"
+            assert value(oci, "IMAGE_FSTYPES").split() == ["container", "oci"]
+            assert value(oci, "OCI_IMAGE_TAG", "latest") == tag
+            checked += 1
+    assert checked >= 1
+
+
+def test_the_demo_container_runs_its_heartbeat_without_a_kernel_or_the_mender_client():
+    all_recipes = recipes()
+    container = all_recipes["composable-demo-container"]
+    assert value(container, "IMAGE_CONTAINER_NO_DUMMY") == "1"
+    assert set(value(container, "IMAGE_INSTALL:remove").split()) == {"mender-update", "mender-auth"}
+    assert value(container, "TESTIMAGE_AUTO") == "0"
+    assert value(container, "OCI_IMAGE_ENTRYPOINT") == "${bindir}/composable-demo-heartbeat"
+    assert "composable-demo-heartbeat" in value(container, "IMAGE_INSTALL").split()
+    stack = all_recipes["demo-stack"]
+    assert value(stack, "DOCKER_ARTIFACT_DEPENDS") == "rootfs-image.feature.docker:true"
+    assert "--name demo-heartbeat" in value(stack, "DOCKER_ARTIFACT_RUN_ARGS")
+
+
+def test_the_heartbeat_prints_and_stops_at_once_on_sigterm(tmp_path):
+    import os
+    import signal
+    import time
+    script = next(ROOT.glob("dynamic-layers/*/recipes-demo/composable-demo-container/files/composable-demo-heartbeat"))
+    assert os.access(script, os.X_OK)
+    proc = subprocess.Popen(["sh", str(script)], stdout=subprocess.PIPE, text=True,
+                            env={"PATH": "/usr/bin:/bin", "HEARTBEAT_INTERVAL": "30"})
+    try:
+        assert "started" in proc.stdout.readline()
+        assert proc.stdout.readline().strip() == "composable-demo-heartbeat: beat 1"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - start < 5, "the heartbeat waited for its sleep instead of ending"
+        assert "stopping" in proc.stdout.read()
+    finally:
+        proc.kill()

@@ -36,8 +36,10 @@ IMAGE_LINGUAS = ""
 # about 2 GB each for rootfs A and B, enough for docker-moby).
 
 # Building the image also deploys the artifacts its runtime tests install
-# (demo-app-1.0.mender, demo-app-2.0.mender, cuda-depends.mender). They are
-# artifacts, not packages: task dependencies, not IMAGE_INSTALL.
-COMPOSABLE_DEMO_ARTIFACTS = "demo-app-v1:do_deploy demo-app-v2:do_deploy cuda-depends-artifact:do_deploy"
+# (demo-app-1.0.mender, demo-app-2.0.mender, cuda-depends.mender, and
+# demo-stack-1.0.mender with the composable-demo-container image inline).
+# They are artifacts, not packages: task dependencies, not IMAGE_INSTALL.
+COMPOSABLE_DEMO_ARTIFACTS = "demo-app-v1:do_deploy demo-app-v2:do_deploy cuda-depends-artifact:do_deploy \
+                             demo-stack:do_deploy"
 do_build[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"
 do_testimage[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"
