@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -40,12 +40,10 @@ DEVICE_SANDBOX = Path(__file__).resolve().parent / "device-sandbox"
 # The machine's device paths; a test that touched any of them would break the host or other tests.
 HOST_DEVICE_PATHS = (Path("/data"), Path("/etc/mender"), Path("/var/lib/mender"), Path("/usr/share/mender/modules/v3"))
 
-# Go 3.4: Artifact dependency "KEY" not satisfied by currently installed artifact (WANT != HAVE).
-# C++ 5.x: Missing 'KEY' in provides, required by artifact depends
-DEPENDS_UNMET_RE = re.compile(
-    r'Artifact dependency \\?"(?P<go_key>[^"\\]+)\\?" not satisfied by currently installed artifact'
-    r"|Missing '(?P<cpp_key>[^']+)' in provides, required by artifact depends"
-)
+# Both clients' unmet-depends messages (Go 3.4 and C++ 5.x), from the layer's Python library, which
+# the testimage cases share: one place knows the clients' wording.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
+from mender_composable.scenarios import DEPENDS_UNMET_RE  # noqa: E402
 
 _NOOP_MODULE = """#!/bin/sh
 # Installs nothing: lets the bench record provides in the client's database.

@@ -1,0 +1,219 @@
+"""The three-domain scenarios of lib/mender_composable/scenarios.py on this machine.
+
+The scenario code is the one testimage runs (lib/oeqa/runtime/cases/composable.py); this module
+supplies what the workstation has instead of a booted image:
+
+* the target: the bench's sandboxed device (tests/bench DeviceSandbox) with the real Go Mender 3.4
+  client, chrooted over private /data, /etc/mender and modules directories; ``run`` is
+  ``sh -c`` inside the sandbox with stderr folded into stdout (as oeqa's ssh target returns it),
+  ``copy_to`` copies into the sandbox's directory behind the device path;
+* the image's state: the device gets the modules the image installs (persistent-app, docker), and
+  the rootfs provides of kas/qemux86-64.yml (MENDER_ARTIFACT_NAME, MENDER_ARTIFACT_PROVIDES),
+  recorded with ``seed_provides`` because the Go client ignores the bootstrap artifact standalone;
+* Docker: the bench's private dockerd; its data root is what DockerRootDir must be (on the image,
+  /data/docker), its socket is named in /etc/mender/docker-module.conf and to the docker CLI;
+* the artifacts: written by the workspace's generators from the same inputs as the recipes in
+  recipes-demo (payload trees, names, versions, extra mender-artifact arguments), plus a docker
+  stack whose busybox image travels inline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "lib") not in sys.path:
+    sys.path.insert(0, str(ROOT / "lib"))
+
+import bench  # noqa: E402
+from bench.dockerd import docker_cli  # noqa: E402
+from bench.system import BenchError, run  # noqa: E402
+from mender_composable import scenarios  # noqa: E402
+from mender_composable.scenarios import ArtifactSource, Profile, Session, Unavailable  # noqa: E402
+
+KAS_CONFIG = ROOT / "kas" / "qemux86-64.yml"
+RECIPES_DEMO = ROOT / "recipes-demo"
+VIRT_RECIPES_DEMO = ROOT / "dynamic-layers" / "virtualization-layer" / "recipes-demo"
+SOURCE_DATE_EPOCH = "1700000000"
+
+
+def image_settings(kas_config: Path = KAS_CONFIG) -> Tuple[str, dict]:
+    """MENDER_ARTIFACT_NAME and MENDER_ARTIFACT_PROVIDES of the reference image (kas config)."""
+    text = kas_config.read_text()
+    name = re.search(r'^\s*MENDER_ARTIFACT_NAME\s*=\s*"([^"]*)"', text, re.M)
+    provides = re.search(r'^\s*MENDER_ARTIFACT_PROVIDES\s*=\s*"([^"]*)"', text, re.M)
+    if not name or not provides:
+        raise ValueError(f"{kas_config} sets no MENDER_ARTIFACT_NAME / MENDER_ARTIFACT_PROVIDES")
+    return name.group(1), Profile.parse_provides(provides.group(1))
+
+
+def _bb_var(path: Path, var: str) -> Optional[str]:
+    m = re.search(rf'^{re.escape(var)}\s*\??=\s*"([^"]*)"', path.read_text(), re.M)
+    return m.group(1) if m else None
+
+
+class SandboxTarget:
+    """The scenarios' target interface over a DeviceSandbox."""
+
+    def __init__(self, device: bench.DeviceSandbox, env: dict):
+        self.device = device
+        self.env = env
+
+    def run(self, command: str, timeout: Optional[int] = None) -> Tuple[int, str]:
+        try:
+            proc = self.device.run(["sh", "-c", "exec 2>&1\n" + command], check=False, env=self.env,
+                                   timeout=timeout or 300)
+        except BenchError as e:  # timed out: what a killed ssh command looks like to oeqa
+            return -15, str(e)
+        return proc.returncode, proc.stdout.rstrip("\n")
+
+    def copy_to(self, local: str, remote: str) -> None:
+        dest = self.device.host_path(remote)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+
+
+class LocalArtifacts(ArtifactSource):
+    """Artifacts written here by the workspace's generators, from recipes-demo's inputs."""
+
+    def __init__(self, workdir: Path, *, app_generator: Path, docker_generator: Path, device_type: str,
+                 dockerd: Optional[bench.Dockerd]):
+        super().__init__(str(workdir))
+        self.app_generator = app_generator
+        self.docker_generator = docker_generator
+        self.device_type = device_type
+        self.dockerd = dockerd
+        self.mender_artifact = ["mender-artifact"]
+        self._made: dict = {}
+
+    def _env(self) -> dict:
+        return {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+
+    def _persistent_app(self, out: Path, *, name: str, version: str, payload: Path, extra=()) -> str:
+        """What classes/persistent-app-artifact.bbclass runs, with this machine's generator."""
+        if str(out) not in self._made:
+            argv = [str(self.app_generator), "-n", f"{name}-{version}", "-t", self.device_type,
+                    "-d", f"/data/apps/{name}", "--software-name", name, "--software-version", version,
+                    "-o", str(out), str(payload)]
+            if extra:
+                argv += ["--", *extra]
+            run(argv, env=self._env())
+            self._made[str(out)] = str(out)
+        return self._made[str(out)]
+
+    def demo_app(self, version: str) -> str:
+        recipe = next(RECIPES_DEMO.glob(f"demo-app/demo-app-v*_{version}.bb"))
+        name = _bb_var(RECIPES_DEMO / "demo-app" / "demo-app.inc", "PERSISTENT_APP_NAME")
+        payload = recipe.parent / recipe.name.split("_")[0] / "app"
+        return self._persistent_app(Path(self.workdir) / f"{name}-{version}.mender", name=name,
+                                    version=version, payload=payload)
+
+    def cuda_depends(self) -> str:
+        recipe = next(RECIPES_DEMO.glob("cuda-depends-artifact/cuda-depends-artifact_*.bb"))
+        version = recipe.stem.split("_")[1]
+        return self._persistent_app(
+            Path(self.workdir) / _bb_var(recipe, "PERSISTENT_APP_ARTIFACT"),
+            name=_bb_var(recipe, "PERSISTENT_APP_NAME"), version=version, payload=recipe.parent / "files" / "app",
+            extra=_bb_var(recipe, "PERSISTENT_APP_EXTRA_ARGS").split())
+
+    def docker_stack(self, version: str) -> str:
+        if self.dockerd is None:
+            raise Unavailable("no Docker engine on this bench")
+        reason = inline_unsupported(self.docker_generator)
+        if reason:
+            raise Unavailable(reason)
+        recipe = next(VIRT_RECIPES_DEMO.glob("demo-stack/demo-stack_*.bb"), None)
+        heartbeat = VIRT_RECIPES_DEMO / "composable-demo-container" / "files" / "composable-demo-heartbeat"
+        if recipe is None or not heartbeat.is_file():
+            raise Unavailable(f"the demo stack's recipes are not in {VIRT_RECIPES_DEMO}")
+        stack = _bb_var(recipe, "DOCKER_ARTIFACT_STACK") or recipe.name.split("_")[0]
+        out = Path(self.workdir) / f"{stack}-{version}.mender"
+        if str(out) not in self._made:
+            self._made[str(out)] = str(self._write_stack(out, recipe, heartbeat, stack, version))
+        return self._made[str(out)]
+
+    def _write_stack(self, out: Path, recipe: Path, heartbeat: Path, stack: str, version: str) -> Path:
+        """What recipes-demo/demo-stack builds, with a busybox image made in the private engine in
+        place of the OCI image composable-demo-container: the same heartbeat script as its
+        entrypoint, saved with `docker save` and removed from the engine again (so the module has to
+        load it), then docker-artifact-gen --inline with the recipe's run args and depends."""
+        work = Path(self.workdir) / f"stack-{version}"
+        work.mkdir(parents=True, exist_ok=True)
+        ref = f"composable-demo-container:{version}"
+        bench.make_busybox_image(self.dockerd, ref, cmd=["/bin/composable-demo-heartbeat"],
+                                 extra_files={"/bin/composable-demo-heartbeat": heartbeat.read_text(),
+                                              "/etc/composable-demo-container-version": f"{version}\n"})
+        archive = work / "composable-demo-container.tar"
+        self.dockerd.docker("save", "-o", str(archive), ref)
+        self.dockerd.docker("image", "rm", ref)
+        argv = [str(self.docker_generator), "-n", f"{stack}-{version}", "-t", self.device_type, "-o", str(out),
+                "--inline", "--software-name", stack, "--software-version", version]
+        run_args = _bb_var(recipe, "DOCKER_ARTIFACT_RUN_ARGS")
+        if run_args:
+            argv.append(f"--run-args={run_args}")
+        argv.append(f"docker-archive:{archive}")
+        depends = (_bb_var(recipe, "DOCKER_ARTIFACT_DEPENDS") or "").split()
+        if depends:
+            argv.append("--")
+            for entry in depends:
+                argv += ["--depends", entry]
+        run(argv, env=self._env(), cwd=work, timeout=300)
+        return out
+
+
+def inline_unsupported(docker_generator: Path) -> Optional[str]:
+    """Why docker-artifact-gen cannot write inline artifacts yet, or None when it can."""
+    try:
+        out = subprocess.run([str(docker_generator), "--help"], capture_output=True, text=True).stdout
+    except OSError as e:
+        return f"{docker_generator} cannot run: {e}"
+    if "--inline" not in out:
+        return (f"{docker_generator.name} --help does not mention --inline: inline images "
+                "(rust/docker-spec/FORMAT.md, \"Inline images\") are not in this workspace yet")
+    return None
+
+
+def local_session(device: bench.DeviceSandbox, workdir: Path, *, dockerd: bench.Dockerd, module: Path,
+                  docker_module: Path, app_generator: Path, docker_generator: Path,
+                  say: Callable[[str], None] = lambda _: None) -> Session:
+    """Set `device` (a fresh sandbox whose artifact_name is the image's) up like
+    composable-demo-image and open a scenario session on it; the caller closes both."""
+    artifact_name, rootfs_provides = image_settings()
+    # The modules the image installs (persistent-app-update-module, docker-update-module).
+    device.install_module("persistent-app", module)
+    device.install_module("docker", docker_module)
+    conf = {"socket": str(dockerd.socket), "health_timeout_seconds": 20, "settle_seconds": 1,
+            # busybox as PID 1 ignores SIGTERM: any stop timeout would be waited out in full.
+            "stop_timeout_seconds": 0}
+    (device.etc_mender / "docker-module.conf").write_text(json.dumps(conf, indent=2) + "\n")
+    (device.etc_mender / "docker-module.conf").chmod(0o600)
+    # MENDER_ARTIFACT_PROVIDES: what the bootstrap artifact gives a device on first boot.
+    device.seed_provides(rootfs_provides, artifact_name=artifact_name)
+    cli, cli_env = docker_cli()
+    env = {
+        # The modules' locks live in /run/lock on a device; here /run is the host's own.
+        "PERSISTENT_APP_LOCK": str(device.dir / "persistent-app.lock"),
+        "DOCKER_MODULE_LOCK": str(device.dir / "docker-module.lock"),
+        **cli_env,
+    }
+    profile = Profile(
+        description="sandboxed device (tests/bench)",
+        artifact_name=artifact_name, rootfs_provides=rootfs_provides,
+        docker_root=str(dockerd.data_root), docker=f"{cli} -H {dockerd.host}",
+        stop_client_service=False)
+    artifacts = LocalArtifacts(workdir, app_generator=app_generator, docker_generator=docker_generator,
+                               device_type=device.device_type, dockerd=dockerd)
+    session = Session(SandboxTarget(device, env), profile, artifacts, say=say)
+    session.start()
+    return session
+
+
+__all__ = ["LocalArtifacts", "SandboxTarget", "image_settings", "inline_unsupported",
+           "local_session", "scenarios"]
