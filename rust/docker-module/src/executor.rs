@@ -818,9 +818,15 @@ impl Deployer<'_> {
         creating: Option<(&Release, &Identity<'_>)>,
         gate_timeout: Duration,
     ) -> Result<()> {
-        let name_of = |target: &str| -> String {
-            match observed.iter().find(|c| c.id == target) {
-                Some(c) => format!("{} ({})", c.name, short(&c.id)),
+        // Names as they are at each step: a container renamed earlier in
+        // this list is logged under its new name.
+        let mut names: BTreeMap<&str, String> = observed
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.clone()))
+            .collect();
+        let name_of = |names: &BTreeMap<&str, String>, target: &str| -> String {
+            match names.get(target) {
+                Some(name) => format!("{name} ({})", short(target)),
                 None => target.to_owned(),
             }
         };
@@ -851,17 +857,20 @@ impl Deployer<'_> {
                 }
                 Op::Start { target } => {
                     self.engine.start(target)?;
-                    log!("started {}", name_of(target));
+                    log!("started {}", name_of(&names, target));
                     fault::point("after-start");
                 }
                 Op::Stop { target } => {
                     self.engine.stop(target, self.config.stop_timeout)?;
-                    log!("stopped {}", name_of(target));
+                    log!("stopped {}", name_of(&names, target));
                     fault::point("after-stop");
                 }
                 Op::Rename { target, to } => {
                     self.engine.rename(target, to)?;
-                    log!("renamed {} to {to}", name_of(target));
+                    log!("renamed {} to {to}", name_of(&names, target));
+                    if let Some(n) = names.get_mut(target.as_str()) {
+                        n.clone_from(to);
+                    }
                     fault::point("after-rename");
                 }
                 Op::Remove { target } => {
@@ -870,7 +879,7 @@ impl Deployer<'_> {
                         other => other?,
                     }
                     self.engine.remove_container(target)?;
-                    log!("removed container {}", name_of(target));
+                    log!("removed container {}", name_of(&names, target));
                     fault::point("after-remove");
                 }
                 Op::RemoveImage { reference } => {
