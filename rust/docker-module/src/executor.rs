@@ -723,10 +723,22 @@ impl Deployer<'_> {
         Ok(())
     }
 
-    fn image_ids<'r>(
-        &mut self,
-        refs: impl Iterator<Item = &'r String>,
-    ) -> Result<BTreeMap<String, String>> {
+    /// What the image planners decide from: the engine's image ID of each of
+    /// `refs` and of the current and previous releases' images, and every
+    /// container.
+    fn observe(&mut self, refs: &[String]) -> Result<(BTreeMap<String, String>, Vec<Container>)> {
+        let state = &self.journal.state;
+        let all: Vec<String> = refs
+            .iter()
+            .chain(state.current.iter().flat_map(|r| r.images.iter()))
+            .chain(state.previous.iter().flat_map(|r| r.images.iter()))
+            .cloned()
+            .collect();
+        let ids = self.ids_of(&all)?;
+        Ok((ids, self.engine.containers()?))
+    }
+
+    fn ids_of(&mut self, refs: &[String]) -> Result<BTreeMap<String, String>> {
         let mut ids = BTreeMap::new();
         for r in refs {
             if ids.contains_key(r) {
@@ -749,15 +761,7 @@ impl Deployer<'_> {
             return Ok(());
         }
         let state = self.journal.state.clone();
-        let refs: Vec<String> = update
-            .pulled
-            .iter()
-            .chain(state.current.iter().flat_map(|r| r.images.iter()))
-            .chain(state.previous.iter().flat_map(|r| r.images.iter()))
-            .cloned()
-            .collect();
-        let ids = self.image_ids(refs.iter())?;
-        let containers = self.engine.containers()?;
+        let (ids, containers) = self.observe(&update.pulled)?;
         let ops = plan::drop_pulled(
             &update,
             state.current.as_ref(),
@@ -777,15 +781,7 @@ impl Deployer<'_> {
     fn collect_garbage(&mut self) -> Result<()> {
         let state = self.journal.state.clone();
         let update = state.update.clone().expect("called with an update");
-        let refs: Vec<String> = update
-            .images
-            .iter()
-            .chain(state.current.iter().flat_map(|r| r.images.iter()))
-            .chain(state.previous.iter().flat_map(|r| r.images.iter()))
-            .cloned()
-            .collect();
-        let ids = self.image_ids(refs.iter())?;
-        let containers = self.engine.containers()?;
+        let (ids, containers) = self.observe(&update.images)?;
         let ops = plan::collect_garbage(
             &update,
             state.current.as_ref(),

@@ -128,26 +128,27 @@ impl UpdateModule for DockerModule {
         fault::set_state("Download");
         // Validate before touching anything: a bad artifact changes nothing.
         let prepared = release(tree).and_then(|r| Ok((r, Config::load_from_env()?)));
-        if let Ok((release, config)) = &prepared {
-            if config.download == DownloadMode::Store {
-                // Never opening stream-next makes the client store the
-                // payloads under files/ for ArtifactInstall.
-                let mut session =
-                    Session::open(config.clone(), tree.artifact_name()?, &release.stack)?;
-                return session.run(|d| d.download(release, None));
+        match prepared {
+            // Never opening stream-next makes the client store the payloads
+            // under files/ for ArtifactInstall.
+            Ok((release, config)) if config.download == DownloadMode::Store => {
+                let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
+                session.run(|d| d.download(&release, None))
+            }
+            prepared => {
+                let mut payloads = download.stream();
+                let result = prepared.and_then(|(release, config)| {
+                    let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
+                    session.run(|d| d.download(&release, Some(&mut payloads)))
+                });
+                if result.is_err() {
+                    // The Go 3.x client waits forever for a module that stops
+                    // reading before the end of the payload list.
+                    executor::drain_all(&mut payloads);
+                }
+                result
             }
         }
-        let mut payloads = download.stream();
-        let result = prepared.and_then(|(release, config)| {
-            let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
-            session.run(|d| d.download(&release, Some(&mut payloads)))
-        });
-        if result.is_err() {
-            // The Go 3.x client waits forever for a module that stops reading
-            // before the end of the payload list.
-            executor::drain_all(&mut payloads);
-        }
-        result
     }
 
     fn artifact_install(&mut self, tree: &FileTree) -> ModuleResult {

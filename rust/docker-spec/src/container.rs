@@ -183,15 +183,19 @@ pub struct LogConfig {
     pub options: BTreeMap<String, String>,
 }
 
-/// The engine's container-name rule, with our length limit.
-pub fn check_container_name(name: &str) -> Result<(), String> {
-    let ok = name.len() >= 2
-        && name.len() <= MAX_NAME_LEN
+/// The engine's name rule (letters, digits, `_ . -`, starting with a letter
+/// or digit) within `min..=max` bytes.
+pub(crate) fn is_engine_name(name: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The engine's container-name rule, with our length limit.
+pub fn check_container_name(name: &str) -> Result<(), String> {
+    if is_engine_name(name, 2, MAX_NAME_LEN) {
         Ok(())
     } else {
         Err(format!(
@@ -202,13 +206,7 @@ pub fn check_container_name(name: &str) -> Result<(), String> {
 
 /// Volume and network names follow the same rule as container names, minus our length limit.
 pub fn check_object_name(kind: &str, name: &str) -> Result<(), String> {
-    let ok = name.len() >= 2
-        && name.len() <= 255
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if is_engine_name(name, 2, 255) {
         Ok(())
     } else {
         Err(format!(

@@ -19,13 +19,7 @@ pub const FORMATS: &[u64] = &[1];
 /// The stack-name rule: it becomes part of file names, labels and the
 /// `data-partition.<stack>.version` provide.
 pub fn check_stack_name(name: &str) -> std::result::Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if container::is_engine_name(name, 1, 63) {
         Ok(())
     } else {
         Err(format!(

@@ -131,6 +131,17 @@ impl Target {
         }
     }
 
+    /// An app of our own format, as its meta-data describes it.
+    fn from_spec(config: &Config, spec: &AppSpec) -> Target {
+        Target::new(
+            config,
+            &spec.name,
+            Path::new(&spec.dest),
+            spec.service.clone(),
+            false,
+        )
+    }
+
     fn from_journal(config: &Config, j: &Journal) -> Target {
         Target::new(config, &j.app, &j.dest, j.service.clone(), j.community)
     }
@@ -190,13 +201,7 @@ impl Session {
         match spec::parse_meta_data(&tree.meta_data()?)? {
             ArtifactFormat::Ours(spec) => {
                 self.confine(&spec.dest)?;
-                let target = Target::new(
-                    &self.config,
-                    &spec.name,
-                    Path::new(&spec.dest),
-                    spec.service.clone(),
-                    false,
-                );
+                let target = Target::from_spec(&self.config, &spec);
                 self.settle(&target, &artifact)?;
                 // The client's copy of the archive (content, a header per
                 // member, the end blocks) also lands on this filesystem
@@ -248,13 +253,7 @@ impl Session {
         delivery: Delivery,
     ) -> Result<Journal> {
         let root = self.confine(&spec.dest)?;
-        let target = Target::new(
-            &self.config,
-            &spec.name,
-            Path::new(&spec.dest),
-            spec.service.clone(),
-            false,
-        );
+        let target = Target::from_spec(&self.config, spec);
         self.settle(&target, artifact)?;
         self.check_space(
             &target,
@@ -645,13 +644,7 @@ impl Session {
                     Err(_) if lenient => return Ok(None),
                     Err(e) => return Err(e),
                 }
-                Ok(Some(Target::new(
-                    &self.config,
-                    &spec.name,
-                    Path::new(&spec.dest),
-                    spec.service.clone(),
-                    false,
-                )))
+                Ok(Some(Target::from_spec(&self.config, &spec)))
             }
             ArtifactFormat::Community => {
                 let scanned = journal::scan(&self.config.state_dir)?;

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
-use mender_module_driver::{Artifact, Delivery, Flavor, Installed, PayloadFile};
+use mender_module_driver::{Artifact, Delivery, Driver, Flavor, Installed, PayloadFile};
 use persistent_app::spec::RELEASE_MARKER;
 
 const FLAVORS: [Flavor; 2] = [Flavor::Go3, Flavor::Cpp5];
@@ -151,15 +151,20 @@ fn a_new_download_is_refused_while_an_install_awaits_commit() {
     d.commit().unwrap();
     d.install(&s.artifact("demo-2.0", &s.src("v2"), None))
         .unwrap();
+    let next = s.artifact("demo-3.0", &s.src("v3"), None);
+    assert_pending_refuses(&s, &mut d, &next, "demo-2.0");
+}
+
+/// A second install while `pending` waits for commit or rollback is refused
+/// in Download, naming it, and the tree under the app root stays as it was.
+fn assert_pending_refuses(s: &Sandbox, d: &mut Driver, next: &Artifact, pending: &str) {
     let before = manifest(&s.root()).below_top();
-    assert_eq!(
-        d.install(&s.artifact("demo-3.0", &s.src("v3"), None))
-            .unwrap(),
-        Installed::NotModified
-    );
-    let line = error_line(&d, "Download");
+    assert_eq!(d.install(next).unwrap(), Installed::NotModified);
+    let line = error_line(d, "Download");
     assert!(
-        line.contains("demo-2.0 is installed but neither committed nor rolled back"),
+        line.contains(&format!(
+            "{pending} is installed but neither committed nor rolled back"
+        )),
         "{line}"
     );
     assert_eq!(manifest(&s.root()).below_top(), before);
@@ -504,18 +509,8 @@ fn store_mode_refuses_a_pending_install_in_download_before_the_client_stores_any
         let mut d = s.driver(flavor);
         d.install(&s.artifact("demo-1.0", &s.src("v1"), None))
             .unwrap();
-        let before = manifest(&s.root()).below_top();
-        assert_eq!(
-            d.install(&s.artifact("demo-2.0", &s.src("v2"), None))
-                .unwrap(),
-            Installed::NotModified
-        );
-        let line = error_line(&d, "Download");
-        assert!(
-            line.contains("demo-1.0 is installed but neither committed nor rolled back"),
-            "{line}"
-        );
-        assert_eq!(manifest(&s.root()).below_top(), before);
+        let next = s.artifact("demo-2.0", &s.src("v2"), None);
+        assert_pending_refuses(&s, &mut d, &next, "demo-1.0");
     }
 }
 
