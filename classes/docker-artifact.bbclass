@@ -25,7 +25,7 @@
 #
 # An image recipe for DOCKER_ARTIFACT_OCI_IMAGES inherits image and image-oci
 # with IMAGE_FSTYPES = "container oci" (see
-# dynamic-layers/virtualization-layer/recipes-demo/composable-demo-container).
+# recipes-containers/composable-demo-container).
 
 # The stack: the device's data-partition.<stack>.* namespace, and the stack
 # the module deploys (a --spec file's "stack" must be the same).

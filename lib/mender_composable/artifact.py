@@ -5,7 +5,7 @@ An artifact is a tar: ``version``, ``manifest`` (sha256 of every other member), 
 (``header-info``, ``headers/NNNN/type-info`` with the payload's provides, depends and clears, and
 ``headers/NNNN/meta-data``), then ``data/NNNN.tar.gz`` with the payload files. The scenarios read
 their expectations from the artifacts they install, so the same scenario checks an artifact built
-by BitBake (demo-app from recipes-demo) and one written locally by the generators.
+by BitBake (demo-app from recipes-core/demo-apps) and one written locally by the generators.
 
 Plain Python 3.8 (the oldest Python a scarthgap build host may have); no BitBake, no pytest.
 """

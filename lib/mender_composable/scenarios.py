@@ -17,13 +17,16 @@ What differs between the two is given, not guessed:
   engine's data root on the bench) and how to call ``docker``;
 * an :class:`ArtifactSource` -- where the artifacts come from.
 
-The client is detected on the device: ``mender-update`` (C++ 4.x/5.x) or ``mender`` (Go 3.x); both
-spell the commands the same (``install FILE``, ``commit``, ``rollback``, ``show-provides``) and log
-module output and unmet depends differently (:data:`DEPENDS_UNMET_RE`, :func:`module_lines`).
+The client is the one the profile pins (:attr:`Profile.client`), or else the one the device has:
+``mender-update`` (C++ 4.x/5.x) or ``mender`` (Go 3.x). Both spell the commands the same
+(``install FILE``, ``commit``, ``rollback``, ``show-provides``) and log module output and unmet
+depends differently (:data:`DEPENDS_UNMET_RE`, :func:`depends_unmet_key`, :func:`module_lines`).
 
 Each scenario returns an :class:`Outcome` (checks, each ok or not) and narrates what it does through
-``say``; it never raises for a failed check, so a report can show every scenario. Plain Python 3.8:
-no BitBake, no pytest.
+``say``; it never raises for a failed check, so a report can show every scenario. A scenario that
+cannot run -- an artifact, a tool or the client missing -- fails with the reason: there is no
+"skipped", because a test that skips has not shown anything. Plain Python 3.8: no BitBake, no
+pytest.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ DEPENDS_UNMET_RE = re.compile(
     r"[^\n]*?\)"
     r"|Missing '(?P<cpp_key>[^']+)' in provides, required by artifact depends"
 )
+
+
+def depends_unmet_key(output: str) -> Optional[str]:
+    """The provide key a client names when it refuses an artifact for unmet depends, in either
+    client's wording; None when the output has no such refusal."""
+    m = DEPENDS_UNMET_RE.search(output)
+    return (m.group("go_key") or m.group("cpp_key")) if m else None
+
 
 # Module stderr as the clients log it:
 #   Go 3.x:  … msg="Output (stderr) from command \"/usr/share/mender/modules/v3/NAME\": LINE"
@@ -92,11 +103,15 @@ NEXT_OS_PROVIDES = {
     "rootfs-image.feature.persistent-app": "true",
 }
 
-INSTALL_TIMEOUT = 1800
+# Limits in seconds for one command on the device: a client install (which streams the artifact
+# through the module and may load images into the engine), and anything else. They are explicit
+# because a target's own default differs between runs (oeqa's ssh target: 300 s).
+INSTALL_TIMEOUT = 1200
+COMMAND_TIMEOUT = 300
 
 
-class Unavailable(Exception):
-    """An artifact or tool the scenario needs does not exist here; the scenario is skipped."""
+class MissingRequirement(Exception):
+    """An artifact, tool or client the scenario needs does not exist here: the scenario fails."""
 
 
 class _Stop(Exception):
@@ -128,6 +143,9 @@ class Profile:
     # Stop the client's systemd service while the scenarios run (a booted image runs it; a
     # sandbox on a workstation runs none, and must not stop the workstation's).
     stop_client_service: bool = True
+    # The client to drive ("mender" or "mender-update"); None: the one the device has. A test
+    # bench pins the client it starts, so that another client on the machine's PATH changes nothing.
+    client: Optional[str] = None
 
     @staticmethod
     def parse_provides(value: str) -> Dict[str, str]:
@@ -136,7 +154,7 @@ class Profile:
 
 
 class ArtifactSource:
-    """Where artifacts come from. Subclasses return local paths or raise :class:`Unavailable`."""
+    """Where artifacts come from. Subclasses return local paths or raise :class:`MissingRequirement`."""
 
     # argv prefix of a mender-artifact, for the OS stand-in artifacts; None when there is none.
     mender_artifact: Optional[List[str]] = None
@@ -146,11 +164,11 @@ class ArtifactSource:
         os.makedirs(workdir, exist_ok=True)
 
     def demo_app(self, version: str) -> str:
-        """The demo-app persistent-app artifact of that version (recipes-demo/demo-app)."""
+        """The demo-app persistent-app artifact of that version (recipes-core/demo-apps/demo-app)."""
         raise NotImplementedError
 
     def cuda_depends(self) -> str:
-        """The artifact depending on rootfs-image.cuda.version:11.8 (recipes-demo/cuda-depends-artifact)."""
+        """The artifact depending on rootfs-image.cuda.version:11.8 (recipes-core/demo-apps/cuda-depends-artifact)."""
         raise NotImplementedError
 
     def docker_stack(self, version: str) -> str:
@@ -159,7 +177,7 @@ class ArtifactSource:
 
     def os_stand_in(self, name: str, device_types: Sequence[str], provides: Dict[str, str]) -> str:
         if not self.mender_artifact:
-            raise Unavailable("no mender-artifact to write the OS stand-in artifact with")
+            raise MissingRequirement("no mender-artifact to write the OS stand-in artifact with")
         out = os.path.join(self.workdir, f"{name}.os-stand-in.mender")
         return mender_artifact.write_module_image(
             self.mender_artifact, out, type=OS_STAND_IN_TYPE, name=name, device_types=device_types,
@@ -169,8 +187,8 @@ class ArtifactSource:
 class DeployedArtifacts(ArtifactSource):
     """Artifacts of a build: what composable-demo-image deploys to DEPLOY_DIR_IMAGE."""
 
-    DEMO_APP = "demo-app-{version}.mender"      # recipes-demo/demo-app/demo-app-v<N>_<version>.bb
-    CUDA_DEPENDS = "cuda-depends.mender"        # recipes-demo/cuda-depends-artifact
+    DEMO_APP = "demo-app-{version}.mender"      # recipes-core/demo-apps/demo-app/demo-app-v<N>_<version>.bb
+    CUDA_DEPENDS = "cuda-depends.mender"        # recipes-core/demo-apps/cuda-depends-artifact
     DOCKER_STACK = "demo-stack-{version}.mender"  # an inline docker-stack artifact of stack demo-stack
 
     def __init__(self, deploy_dir: str, workdir: str, tool_dirs: Sequence[str] = ()):
@@ -183,7 +201,7 @@ class DeployedArtifacts(ArtifactSource):
     def _deployed(self, name: str, made_by: str) -> str:
         path = os.path.join(self.deploy_dir, name)
         if not os.path.isfile(path):
-            raise Unavailable(f"{name} is not in DEPLOY_DIR_IMAGE ({self.deploy_dir}); {made_by}")
+            raise MissingRequirement(f"{name} is not in DEPLOY_DIR_IMAGE ({self.deploy_dir}); {made_by}")
         return path
 
     def demo_app(self, version: str) -> str:
@@ -195,8 +213,7 @@ class DeployedArtifacts(ArtifactSource):
 
     def docker_stack(self, version: str) -> str:
         return self._deployed(self.DOCKER_STACK.format(version=version),
-                              "composable-demo-image deploys demo-stack-1.0.mender (recipe demo-stack, "
-                              "meta-virtualization present) and no other version")
+                              "composable-demo-image deploys it (demo-stack-v1, demo-stack-v2)")
 
 
 # -- the client --------------------------------------------------------------------------------------
@@ -211,24 +228,37 @@ class Client:
     service: str      # its systemd unit, stopped while the scenarios run
 
 
-def detect_client(target: Target) -> Client:
-    status, out = target.run(
-        "if command -v mender-update >/dev/null 2>&1; then echo mender-update; "
-        "elif command -v mender >/dev/null 2>&1; then echo mender; fi")
-    name = out.strip().splitlines()[-1] if out.strip() else ""
+CLIENTS = ("mender-update", "mender")
+
+
+def detect_client(target: Target, pinned: Optional[str] = None) -> Client:
+    """The client to drive: `pinned` ("mender" or "mender-update") if given, else the C++ client
+    when the device has it, else the Go client."""
+    if pinned is not None:
+        if pinned not in CLIENTS:
+            raise ValueError(f"unknown Mender client {pinned!r}: expected one of {', '.join(CLIENTS)}")
+        status, _ = target.run(f"command -v {pinned} >/dev/null 2>&1", timeout=COMMAND_TIMEOUT)
+        if status != 0:
+            raise MissingRequirement(f"{pinned}, the client this run is pinned to, is not on the device's PATH")
+        name = pinned
+    else:
+        _, out = target.run(
+            "if command -v mender-update >/dev/null 2>&1; then echo mender-update; "
+            "elif command -v mender >/dev/null 2>&1; then echo mender; fi", timeout=COMMAND_TIMEOUT)
+        name = out.strip().splitlines()[-1] if out.strip() else ""
     if name == "mender-update":
-        _, version = target.run("mender-update --version 2>/dev/null")
+        _, version = target.run("mender-update --version 2>/dev/null", timeout=COMMAND_TIMEOUT)
         return Client("mender-update", name, "C++ client", version.strip().splitlines()[0] if version.strip() else "?",
                       "mender-updated")
     if name == "mender":
-        _, version = target.run("mender --version 2>/dev/null")
+        _, version = target.run("mender --version 2>/dev/null", timeout=COMMAND_TIMEOUT)
         version = version.strip().split()[0] if version.strip() else "?"
         if not re.match(r"[3-9]\.", version):
-            raise Unavailable(f"mender {version} on the device: the scenarios need the Go client 3.x "
-                              "(`mender install`) or the C++ client (`mender-update install`)")
+            raise MissingRequirement(f"mender {version} on the device: the scenarios need the Go client 3.x "
+                                     "(`mender install`) or the C++ client (`mender-update install`)")
         # --no-syslog: standalone runs log to stderr, where the module's lines are read from.
         return Client("mender --no-syslog", name, "Go client", version, "mender-client")
-    raise Unavailable("neither mender-update (C++ client) nor mender (Go client) is on the device's PATH")
+    raise MissingRequirement("neither mender-update (C++ client) nor mender (Go client) is on the device's PATH")
 
 
 def module_lines(output: str) -> List[str]:
@@ -274,17 +304,14 @@ class Outcome:
     title: str
     checks: List[Check] = field(default_factory=list)
     steps: List[Step] = field(default_factory=list)
-    skipped: Optional[str] = None
     error: Optional[str] = None
 
     @property
     def ok(self) -> bool:
-        return self.skipped is None and self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
+        return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
 
     @property
     def status(self) -> str:
-        if self.skipped is not None:
-            return "SKIP"
         return "PASS" if self.ok else "FAIL"
 
     def failures(self) -> str:
@@ -310,11 +337,12 @@ class Session:
         self.profile = profile
         self.artifacts = artifacts
         self.say = say
-        self.client = detect_client(target)
-        status, out = target.run("cat /var/lib/mender/device_type 2>/dev/null || cat /data/mender/device_type")
+        self.client = detect_client(target, profile.client)
+        status, out = target.run("cat /var/lib/mender/device_type 2>/dev/null || cat /data/mender/device_type",
+                                 timeout=COMMAND_TIMEOUT)
         m = re.search(r"device_type=(\S+)", out)
         if status != 0 or not m:
-            raise Unavailable(f"cannot read the device type from /var/lib/mender/device_type: {out.strip()}")
+            raise MissingRequirement(f"cannot read the device type from /var/lib/mender/device_type: {out.strip()}")
         self.device_type = m.group(1)
         self._local = tempfile.mkdtemp(prefix="composable-scenarios-")
         self._pushed: Dict[str, str] = {}
@@ -324,7 +352,7 @@ class Session:
     # -- plumbing ------------------------------------------------------------------------------
 
     def sh(self, command: str, timeout: Optional[int] = None) -> Tuple[int, str]:
-        return self.target.run(command, timeout=timeout)
+        return self.target.run(command, timeout=timeout or COMMAND_TIMEOUT)
 
     def sh_ok(self, command: str, timeout: Optional[int] = None) -> str:
         status, out = self.sh(command, timeout)
@@ -404,9 +432,9 @@ class Session:
         self.say(f"\n=== {title} ===")
         try:
             body(self, outcome)
-        except Unavailable as e:
-            outcome.skipped = str(e)
-            self.say(f"    SKIPPED: {e}")
+        except MissingRequirement as e:
+            outcome.error = f"cannot run: {e}"
+            self.say(f"    FAILED: cannot run: {e}")
         except _Stop as e:
             outcome.error = str(e)
         except Exception as e:  # a scenario bug or a broken device: reported, not raised
@@ -587,7 +615,7 @@ def _unmet_depends(s: Session, outcome: Outcome) -> None:
         s.say(f"    client: {m.group(0).replace(chr(92), '')}")
     s.check("install refused", step.status != 0, "the client installed it")
     s.check("the client names the missing provide rootfs-image.cuda.version",
-            bool(m) and (m.group("go_key") or m.group("cpp_key")) == "rootfs-image.cuda.version",
+            depends_unmet_key(step.output) == "rootfs-image.cuda.version",
             step.output.strip()[-600:])
     s.check("refused before any module state ran (no module output)", step.module_lines == [],
             "; ".join(step.module_lines))
@@ -686,19 +714,14 @@ def _containers(s: Session, outcome: Outcome) -> None:
     for name in names:
         s.check(f"{name}'s filesystem lives under {s.profile.docker_root}", *_stored_under_root(s, name))
 
-    try:
-        a2 = s.artifacts.docker_stack("2.0")
-    except Unavailable as e:
-        s.say(f"# no 2.0 of the stack ({e}): rollback not exercised")
-        a2 = None
-    if a2 is not None:
-        art2 = mender_artifact.read(a2).name
-        s.require_step(s.install(a2))
-        _check_stack_running(s, stack, names, art2, "after installing 2.0")
-        s.require_step(s.client_step("rollback", "rollback"))
-        _check_stack_running(s, stack, names, art1, "after the rollback")
-        provides = s.provides()
-        s.check(f"{key}={v1} after the rollback", provides.get(key) == v1, f"{provides.get(key)!r}")
+    a2 = s.artifacts.docker_stack("2.0")
+    art2 = mender_artifact.read(a2).name
+    s.require_step(s.install(a2))
+    _check_stack_running(s, stack, names, art2, "after installing 2.0")
+    s.require_step(s.client_step("rollback", "rollback"))
+    _check_stack_running(s, stack, names, art1, "after the rollback")
+    provides = s.provides()
+    s.check(f"{key}={v1} after the rollback", provides.get(key) == v1, f"{provides.get(key)!r}")
 
     def survived(after: Dict[str, str]) -> None:
         s.check(f"{key}={v1} survived the OS update", after.get(key) == v1, f"{after.get(key)!r}")
@@ -736,15 +759,6 @@ OUTCOMES = (
 
 
 def summary(outcomes: Sequence[Outcome]) -> List[str]:
-    """One line per product outcome: PASS, FAIL or SKIP (with the reason)."""
+    """One line per product outcome: PASS or FAIL."""
     by_key = {o.key: o for o in outcomes}
-    lines = []
-    for key, text in OUTCOMES:
-        outcome = by_key.get(key)
-        if outcome is None:
-            continue
-        line = f"  {outcome.status:<4}  {text}"
-        if outcome.skipped:
-            line += f"\n        skipped: {outcome.skipped}"
-        lines.append(line)
-    return lines
+    return [f"  {by_key[key].status:<4}  {text}" for key, text in OUTCOMES if key in by_key]

@@ -3,8 +3,12 @@ run here unchanged against the sandboxed device with the real Go Mender client, 
 generators built from this workspace and the bench's private Docker Engine. Each test starts from
 a fresh device set up like composable-demo-image."""
 
+import dataclasses
 import logging
+import os
 import shutil
+import subprocess
+import types
 import unittest
 
 import pytest
@@ -33,8 +37,6 @@ def session(sandbox_factory, dockerd, rust_binary, tmp_path):
 
 def run(session, key):
     outcome = scenarios.run(session, key)
-    if outcome.skipped is not None:
-        pytest.skip(outcome.skipped)
     assert outcome.ok, outcome.failures()
     return outcome
 
@@ -66,7 +68,7 @@ def test_cuda_depends_artifact_is_refused_before_install_with_nothing_modified(s
     outcome = run(session, "unmet_depends")
     (install,) = outcome.steps
     assert install.status != 0
-    assert scenarios.DEPENDS_UNMET_RE.search(install.output)["go_key"] == "rootfs-image.cuda.version"
+    assert scenarios.depends_unmet_key(install.output) == "rootfs-image.cuda.version"
     assert "/data/apps/cuda-demo not created" in names(outcome)
 
 
@@ -75,6 +77,24 @@ def test_docker_stack_from_an_inline_artifact_runs_under_the_engines_data_root(s
     assert "after commit: demo-heartbeat running from demo-stack-1.0" in names(outcome)
     assert "after the rollback: demo-heartbeat running from demo-stack-1.0" in names(outcome)
     assert "data-partition.demo-stack.version=1.0 survived the OS update" in names(outcome)
+
+
+def test_a_cpp_client_on_the_machines_path_does_not_change_the_client_the_bench_drives(session, tmp_path):
+    """The bench starts and seeds the Go client; a mender-update (C++) that a developer built and
+    put on PATH is not this device's client, and the scenarios must not pick it up."""
+    bin_dir = tmp_path / "cpp-client-bin"
+    bin_dir.mkdir()
+    (bin_dir / "mender-update").write_text("#!/bin/sh\necho 'mender-update: not this device client' >&2\nexit 3\n")
+    (bin_dir / "mender-update").chmod(0o755)
+    session.target.env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    unpinned = scenarios.Session(session.target, dataclasses.replace(session.profile, client=None),
+                                 session.artifacts, say=lambda _: None)
+    assert unpinned.client.name == "mender-update"  # what picking by PATH did before the pin
+    pinned = scenarios.Session(session.target, session.profile, session.artifacts, say=lambda _: None)
+    assert pinned.client.command == "mender --no-syslog"
+    outcome = scenarios.run(pinned, "unmet_depends")
+    assert outcome.ok, outcome.failures()
+    assert scenarios.depends_unmet_key(outcome.steps[0].output) == "rootfs-image.cuda.version"
 
 
 def test_the_scenarios_leave_the_rootfs_provides_as_they_found_them(session):
@@ -107,8 +127,10 @@ class OeqaSshTargetStandIn:
 def test_the_testimage_case_passes_against_the_sandbox_with_artifacts_deployed_like_the_build(
         sandbox_factory, dockerd, rust_binary, tmp_path):
     """lib/oeqa/runtime/cases/composable.py itself, its imports stubbed: expectations from a
-    datastore like testimage's, artifacts under the names composable-demo-image deploys (one
-    stack version, as the build has), the device's docker CLI reaching the engine via DOCKER_HOST."""
+    datastore like testimage's, artifacts under the names composable-demo-image deploys, the
+    device's docker CLI reaching the engine via DOCKER_HOST. The case drives the client the device
+    has; this device has the Go client only, so a C++ mender-update elsewhere on this machine's
+    PATH is left out of the device's PATH."""
     before = host_device_paths_snapshot()
     artifact_name, rootfs_provides = image_settings()
     device = sandbox_factory(artifact_name=artifact_name)
@@ -120,19 +142,33 @@ def test_the_testimage_case_passes_against_the_sandbox_with_artifacts_deployed_l
     deploy = tmp_path / "deploy"
     deploy.mkdir()
     for made in (session.artifacts.demo_app("1.0"), session.artifacts.demo_app("2.0"),
-                 session.artifacts.cuda_depends(), session.artifacts.docker_stack("1.0")):
+                 session.artifacts.cuda_depends(), session.artifacts.docker_stack("1.0"),
+                 session.artifacts.docker_stack("2.0")):
         shutil.copy(made, deploy)
     session.close()
+    # The rootfs artifact meta-mender deploys as ${IMAGE_LINK_NAME}.mender: the case reads the
+    # expected rootfs provides from it (the bench seeded the device with the same ones).
+    link_name = "composable-demo-image-qemux86-64"
+    rootfs = tmp_path / "rootfs.ext4"
+    subprocess.run(["truncate", "-s", "4M", str(rootfs)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(rootfs)], check=True)
+    argv = ["mender-artifact", "write", "rootfs-image", "-f", str(rootfs), "-n", artifact_name,
+            "-t", device.device_type, "-o", str(deploy / f"{link_name}.mender")]
+    for key, value in rootfs_provides.items():
+        argv += ["--provides", f"{key}:{value}"]
+    subprocess.run(argv, check=True, capture_output=True)
     td = {"MACHINE": "qemux86-64", "PN": "composable-demo-image", "DEPLOY_DIR_IMAGE": str(deploy),
-          "WORKDIR": str(tmp_path / "workdir"), "TOPDIR": str(tmp_path),
-          "MENDER_ARTIFACT_NAME": artifact_name,
-          "MENDER_ARTIFACT_PROVIDES": " ".join(f"{k}:{v}" for k, v in rootfs_provides.items()),
+          "IMAGE_LINK_NAME": link_name, "WORKDIR": str(tmp_path / "workdir"), "TOPDIR": str(tmp_path),
           # The bench's engine in place of /data/docker (meta-mender-extended's variable names it).
           "MENDER_DOCKER_DATA_ROOT": str(dockerd.data_root)}
-    env = dict(session.target.env, DOCKER_HOST=dockerd.host)
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if not os.access(os.path.join(d, "mender-update"), os.X_OK))
+    env = dict(session.target.env, DOCKER_HOST=dockerd.host, PATH=path)
     with oeqa_stub.case_module() as mod:
         cls = mod.ComposableTest
         cls.td, cls.logger = td, logging.getLogger("composable-test")
+        cls.tc = types.SimpleNamespace(image_packages={"persistent-app-update-module", "docker-update-module",
+                                                       "docker-moby"})
         cls.target = OeqaSshTargetStandIn(SandboxTarget(device, env))
         suite = unittest.TestSuite(cls(name) for name in sorted(n for n in dir(cls) if n.startswith("test_")))
         result = unittest.TestResult()

@@ -199,7 +199,7 @@ def problems_of_testimage(config):
     expect(mem is not None and int(mem[1]) >= 2048, 'QB_MEM must be "-m 2048" or more (Docker)')
     expect("/dev/kvm" in vals.get("QEMU_USE_KVM", ""), "QEMU_USE_KVM must depend on /dev/kvm")
     expect("TESTIMAGE_AUTO" in vals, "TESTIMAGE_AUTO must be set")
-    expect("ssh-server-openssh" in (ROOT / "dynamic-layers/virtualization-layer/recipes-core/images/"
+    expect("ssh-server-openssh" in (ROOT / "recipes-core/images/"
                                            "composable-demo-image.bb").read_text(),
            "the image must have an SSH server")
     if vals.get("TEST_TARGET", "qemu") == "qemu":

@@ -87,25 +87,70 @@ def test_layer_conf_changes_no_global_setting():
 
 
 def layer_globs():
-    """BBFILES and BBFILES_DYNAMIC patterns of layer.conf, relative to the layer root."""
+    """(collection, pattern) of every BBFILES and BBFILES_DYNAMIC entry of layer.conf, the pattern
+    relative to the layer root; collection None for BBFILES (always parsed)."""
     text, _ = layer_conf()
     joined = text.replace("\\\n", " ")
     globs = []
     for var in ("BBFILES", "BBFILES_DYNAMIC"):
         for value in re.findall(rf'^{var}\s*\+=\s*"([^"]*)"', joined, re.MULTILINE):
             for item in value.split():
-                path = item.split(":", 1)[1] if var == "BBFILES_DYNAMIC" else item
-                globs.append(path.replace("${LAYERDIR}/", ""))
+                collection, path = item.split(":", 1) if var == "BBFILES_DYNAMIC" else (None, item)
+                globs.append((collection, path.replace("${LAYERDIR}/", "")))
     return globs
 
 
-def test_every_recipe_and_append_is_seen_by_bitbake():
+def glob_matches(pattern, path):
+    """Whether BitBake's glob of BBFILES would find path: `*` within one path component."""
     import fnmatch
+    return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
+
+
+# The folder each recipe lives in says whether BitBake may always parse it (None: BBFILES) or only
+# with meta-virtualization (BBFILES_DYNAMIC, collection virtualization-layer): the container recipes
+# and the image that installs docker-moby need that layer's recipes.
+INTENDED_COLLECTION = {
+    "recipes-mender/": None,
+    "recipes-core/demo-apps/": None,
+    "recipes-containers/": "virtualization-layer",
+    "recipes-core/images/": "virtualization-layer",
+}
+
+
+def intended_collection(path):
+    owners = [folder for folder in INTENDED_COLLECTION if path.startswith(folder)]
+    assert len(owners) == 1, f"{path} is in no folder of INTENDED_COLLECTION (or in two): say which glob is for it"
+    return INTENDED_COLLECTION[owners[0]]
+
+
+def test_every_recipe_and_append_is_matched_by_exactly_the_glob_meant_for_it():
     globs = layer_globs()
-    assert any(g.startswith("dynamic-layers/virtualization-layer/") for g in globs)
     files = [f.relative_to(ROOT).as_posix() for f in metadata_files() if f.suffix in (".bb", ".bbappend")]
-    unseen = [f for f in files if not any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs)]
-    assert unseen == [], f"layer.conf's BBFILES/BBFILES_DYNAMIC do not match {unseen}"
+    assert len(files) >= 12
+    for path in files:
+        matching = [(collection, pattern) for collection, pattern in globs if glob_matches(pattern, path)]
+        assert len(matching) == 1, f"{path} is matched by {matching or 'no glob'}: exactly one glob must find it"
+        assert matching[0][0] == intended_collection(path), \
+            f"{path} is parsed {'always' if matching[0][0] is None else 'with ' + matching[0][0]}, " \
+            f"but its folder is meant for {intended_collection(path) or 'always'}"
+
+
+def test_the_glob_check_catches_a_container_recipe_that_the_static_bbfiles_would_parse():
+    globs = layer_globs() + [(None, "recipes-*/*/*.bb")]
+    path = "recipes-containers/docker-update-module/docker-update-module_0.1.0.bb"
+    assert len([g for g in globs if glob_matches(g[1], path)]) == 2
+    assert intended_collection(path) == "virtualization-layer"
+    assert intended_collection("recipes-core/images/composable-demo-image.bb") == "virtualization-layer"
+    assert intended_collection("recipes-core/demo-apps/demo-app/demo-app-v1_1.0.bb") is None
+
+
+def test_the_top_level_is_the_layout_of_the_product_brief():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    top = {line.split("/", 1)[0] for line in tracked.split()}
+    layer = {"conf", "classes", "recipes-containers", "recipes-core", "recipes-mender", "rust", "kas", "lib",
+             "README.md", "COPYING.MIT"}
+    project = {".ci", ".github", ".gitignore", ".oelint.cfg", "bench", "scripts", "tests"}
+    assert top == layer | project, f"unexpected top-level entries: {sorted(top - layer - project)}"
 
 
 def recipes():
@@ -146,10 +191,13 @@ def test_the_demo_image_deploys_every_artifact_recipe_for_build_and_testimage():
     image = all_recipes[DEMO_IMAGE]
     deployed = {dep.split(":")[0] for dep in value(image, "COMPOSABLE_DEMO_ARTIFACTS").split()}
     makers = {pn for pn, text in all_recipes.items() if inherits(text) & {"persistent-app-artifact", "docker-artifact"}}
-    assert "demo-stack" in makers
+    assert {"demo-stack-v1", "demo-stack-v2"} <= makers
     assert deployed == makers
     assert 'do_build[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"' in image
-    assert 'do_testimage[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"' in image
+    testimage = re.search(r'^do_testimage\[depends\] \+= "((?:[^"\\]|\\\n)*)"', image, re.M)[1].split()
+    # Everything the runtime case uses besides the image itself (see the recipe's comment).
+    assert {"${COMPOSABLE_DEMO_ARTIFACTS}", "mender-artifact-native:do_populate_sysroot",
+            "${@'ovmf:do_deploy'"} <= set(testimage)
 
 
 def test_docker_artifacts_take_oci_images_that_the_layer_builds_with_the_tag_the_class_reads():
@@ -179,16 +227,19 @@ def test_the_demo_container_runs_its_heartbeat_without_a_kernel_or_the_mender_cl
     assert value(container, "TESTIMAGE_AUTO") == "0"
     assert value(container, "OCI_IMAGE_ENTRYPOINT") == "${bindir}/composable-demo-heartbeat"
     assert "composable-demo-heartbeat" in value(container, "IMAGE_INSTALL").split()
-    stack = all_recipes["demo-stack"]
-    assert value(stack, "DOCKER_ARTIFACT_DEPENDS") == "rootfs-image.feature.docker:true"
-    assert "--name demo-heartbeat" in value(stack, "DOCKER_ARTIFACT_RUN_ARGS")
+    for release in ("demo-stack-v1", "demo-stack-v2"):
+        stack = all_recipes[release]
+        assert value(stack, "DOCKER_ARTIFACT_STACK") == "demo-stack"
+        assert value(stack, "DOCKER_ARTIFACT_DEPENDS") == "rootfs-image.feature.docker:true"
+        assert value(stack, "DOCKER_ARTIFACT_RUN_ARGS").startswith("${DEMO_STACK_RUN_ARGS}")
+    assert "--name demo-heartbeat" in value(all_recipes["demo-stack-v1"], "DEMO_STACK_RUN_ARGS")
 
 
 def test_the_heartbeat_prints_and_stops_at_once_on_sigterm(tmp_path):
     import os
     import signal
     import time
-    script = next(ROOT.glob("dynamic-layers/*/recipes-demo/composable-demo-container/files/composable-demo-heartbeat"))
+    script = next(iter([ROOT / "recipes-containers/composable-demo-container/files/composable-demo-heartbeat"]))
     assert os.access(script, os.X_OK)
     proc = subprocess.Popen(["sh", str(script)], stdout=subprocess.PIPE, text=True,
                             env={"PATH": "/usr/bin:/bin", "HEARTBEAT_INTERVAL": "30"})

@@ -13,7 +13,8 @@ supplies what the workstation has instead of a booted image:
 * Docker: the bench's private dockerd; its data root is what DockerRootDir must be (on the image,
   /data/docker), its socket is named in /etc/mender/docker-module.conf and to the docker CLI;
 * the artifacts: written by the workspace's generators from the same inputs as the recipes in
-  recipes-demo (payload trees, names, versions, extra mender-artifact arguments), plus a docker
+  recipes-core/demo-apps and recipes-containers (payload trees, names, versions, run args, extra
+  mender-artifact arguments), the demo stack's image made in the private engine
   stack whose busybox image travels inline.
 """
 
@@ -23,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Tuple
@@ -36,11 +36,11 @@ import bench  # noqa: E402
 from bench.dockerd import docker_cli  # noqa: E402
 from bench.system import BenchError, run  # noqa: E402
 from mender_composable import scenarios  # noqa: E402
-from mender_composable.scenarios import ArtifactSource, Profile, Session, Unavailable  # noqa: E402
+from mender_composable.scenarios import ArtifactSource, MissingRequirement, Profile, Session  # noqa: E402
 
 KAS_CONFIG = ROOT / "kas" / "qemux86-64.yml"
-RECIPES_DEMO = ROOT / "recipes-demo"
-VIRT_RECIPES_DEMO = ROOT / "dynamic-layers" / "virtualization-layer" / "recipes-demo"
+RECIPES_DEMO = ROOT / "recipes-core" / "demo-apps"
+RECIPES_CONTAINERS = ROOT / "recipes-containers"
 SOURCE_DATE_EPOCH = "1700000000"
 
 
@@ -81,10 +81,10 @@ class SandboxTarget:
 
 
 class LocalArtifacts(ArtifactSource):
-    """Artifacts written here by the workspace's generators, from recipes-demo's inputs."""
+    """Artifacts written here by the workspace's generators, from the demo recipes' inputs."""
 
     def __init__(self, workdir: Path, *, app_generator: Path, docker_generator: Path, device_type: str,
-                 dockerd: Optional[bench.Dockerd]):
+                 dockerd: bench.Dockerd):
         super().__init__(str(workdir))
         self.app_generator = app_generator
         self.docker_generator = docker_generator
@@ -124,60 +124,50 @@ class LocalArtifacts(ArtifactSource):
             extra=_bb_var(recipe, "PERSISTENT_APP_EXTRA_ARGS").split())
 
     def docker_stack(self, version: str) -> str:
-        if self.dockerd is None:
-            raise Unavailable("no Docker engine on this bench")
-        reason = inline_unsupported(self.docker_generator)
-        if reason:
-            raise Unavailable(reason)
-        recipe = next(VIRT_RECIPES_DEMO.glob("demo-stack/demo-stack_*.bb"), None)
-        heartbeat = VIRT_RECIPES_DEMO / "composable-demo-container" / "files" / "composable-demo-heartbeat"
-        if recipe is None or not heartbeat.is_file():
-            raise Unavailable(f"the demo stack's recipes are not in {VIRT_RECIPES_DEMO}")
-        stack = _bb_var(recipe, "DOCKER_ARTIFACT_STACK") or recipe.name.split("_")[0]
+        recipe = next(RECIPES_CONTAINERS.glob(f"demo-stack/demo-stack-v*_{version}.bb"), None)
+        if recipe is None:
+            raise MissingRequirement(f"no demo-stack recipe of version {version} in {RECIPES_CONTAINERS}/demo-stack")
+        inc = recipe.parent / "demo-stack.inc"
+        stack = _bb_var(inc, "DOCKER_ARTIFACT_STACK")
         out = Path(self.workdir) / f"{stack}-{version}.mender"
         if str(out) not in self._made:
-            self._made[str(out)] = str(self._write_stack(out, recipe, heartbeat, stack, version))
+            self._made[str(out)] = str(self._write_stack(out, recipe, inc, stack, version))
         return self._made[str(out)]
 
-    def _write_stack(self, out: Path, recipe: Path, heartbeat: Path, stack: str, version: str) -> Path:
-        """What recipes-demo/demo-stack builds, with a busybox image made in the private engine in
-        place of the OCI image composable-demo-container: the same heartbeat script as its
-        entrypoint, saved with `docker save` and removed from the engine again (so the module has to
-        load it), then docker-artifact-gen --inline with the recipe's run args and depends."""
+    def _demo_container_archive(self) -> Path:
+        """What recipes-containers/composable-demo-container builds, as a busybox image made in the
+        private engine: the same heartbeat script as its entrypoint, saved with `docker save` and
+        removed from the engine again (so the module has to load it). One image for every release
+        of the stack, as the build makes one."""
+        archive = Path(self.workdir) / "composable-demo-container.tar"
+        if not archive.exists():
+            heartbeat = RECIPES_CONTAINERS / "composable-demo-container" / "files" / "composable-demo-heartbeat"
+            ref = "composable-demo-container:latest"
+            bench.make_busybox_image(self.dockerd, ref, cmd=["/bin/composable-demo-heartbeat"],
+                                     extra_files={"/bin/composable-demo-heartbeat": heartbeat.read_text()})
+            self.dockerd.docker("save", "-o", str(archive), ref)
+            self.dockerd.docker("image", "rm", ref)
+        return archive
+
+    def _write_stack(self, out: Path, recipe: Path, inc: Path, stack: str, version: str) -> Path:
+        """What recipes-containers/demo-stack builds: docker-artifact-gen --inline with the recipe's
+        run args and depends (classes/docker-artifact.bbclass's command line)."""
         work = Path(self.workdir) / f"stack-{version}"
         work.mkdir(parents=True, exist_ok=True)
-        ref = f"composable-demo-container:{version}"
-        bench.make_busybox_image(self.dockerd, ref, cmd=["/bin/composable-demo-heartbeat"],
-                                 extra_files={"/bin/composable-demo-heartbeat": heartbeat.read_text(),
-                                              "/etc/composable-demo-container-version": f"{version}\n"})
-        archive = work / "composable-demo-container.tar"
-        self.dockerd.docker("save", "-o", str(archive), ref)
-        self.dockerd.docker("image", "rm", ref)
+        archive = self._demo_container_archive()
         argv = [str(self.docker_generator), "-n", f"{stack}-{version}", "-t", self.device_type, "-o", str(out),
                 "--inline", "--software-name", stack, "--software-version", version]
-        run_args = _bb_var(recipe, "DOCKER_ARTIFACT_RUN_ARGS")
-        if run_args:
-            argv.append(f"--run-args={run_args}")
+        run_args = _bb_var(recipe, "DOCKER_ARTIFACT_RUN_ARGS").replace(
+            "${DEMO_STACK_RUN_ARGS}", _bb_var(inc, "DEMO_STACK_RUN_ARGS"))
+        argv.append(f"--run-args={run_args}")
         argv.append(f"docker-archive:{archive}")
-        depends = (_bb_var(recipe, "DOCKER_ARTIFACT_DEPENDS") or "").split()
+        depends = (_bb_var(inc, "DOCKER_ARTIFACT_DEPENDS") or "").split()
         if depends:
             argv.append("--")
             for entry in depends:
                 argv += ["--depends", entry]
         run(argv, env=self._env(), cwd=work, timeout=300)
         return out
-
-
-def inline_unsupported(docker_generator: Path) -> Optional[str]:
-    """Why docker-artifact-gen cannot write inline artifacts yet, or None when it can."""
-    try:
-        out = subprocess.run([str(docker_generator), "--help"], capture_output=True, text=True).stdout
-    except OSError as e:
-        return f"{docker_generator} cannot run: {e}"
-    if "--inline" not in out:
-        return (f"{docker_generator.name} --help does not mention --inline: inline images "
-                "(rust/docker-spec/FORMAT.md, \"Inline images\") are not in this workspace yet")
-    return None
 
 
 def local_session(device: bench.DeviceSandbox, workdir: Path, *, dockerd: bench.Dockerd, module: Path,
@@ -207,7 +197,9 @@ def local_session(device: bench.DeviceSandbox, workdir: Path, *, dockerd: bench.
         description="sandboxed device (tests/bench)",
         artifact_name=artifact_name, rootfs_provides=rootfs_provides,
         docker_root=str(dockerd.data_root), docker=f"{cli} -H {dockerd.host}",
-        stop_client_service=False)
+        # The bench installs and seeds the Go client (DeviceSandbox.mender); a C++ mender-update
+        # that the machine may also have on its PATH is not this device's client.
+        stop_client_service=False, client="mender")
     artifacts = LocalArtifacts(workdir, app_generator=app_generator, docker_generator=docker_generator,
                                device_type=device.device_type, dockerd=dockerd)
     session = Session(SandboxTarget(device, env), profile, artifacts, say=say)
@@ -215,5 +207,4 @@ def local_session(device: bench.DeviceSandbox, workdir: Path, *, dockerd: bench.
     return session
 
 
-__all__ = ["LocalArtifacts", "SandboxTarget", "image_settings", "inline_unsupported",
-           "local_session", "scenarios"]
+__all__ = ["LocalArtifacts", "SandboxTarget", "image_settings", "local_session", "scenarios"]

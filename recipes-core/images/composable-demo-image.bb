@@ -40,6 +40,19 @@ IMAGE_LINGUAS = ""
 # demo-stack-1.0.mender with the composable-demo-container image inline).
 # They are artifacts, not packages: task dependencies, not IMAGE_INSTALL.
 COMPOSABLE_DEMO_ARTIFACTS = "demo-app-v1:do_deploy demo-app-v2:do_deploy cuda-depends-artifact:do_deploy \
-                             demo-stack:do_deploy"
+                             demo-stack-v1:do_deploy demo-stack-v2:do_deploy"
 do_build[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"
-do_testimage[depends] += "${COMPOSABLE_DEMO_ARTIFACTS}"
+
+# do_testimage runs after whatever its own dependencies name, and nothing
+# else: the image may come from sstate, with rm_work, or into a fresh TMPDIR.
+# So it names everything the runtime tests use besides the image:
+# - the demo artifacts the scenarios install;
+# - mender-artifact, which writes the OS stand-in artifacts: a populate_sysroot
+#   dependency makes do_testimage stage it into this recipe's native sysroot
+#   (staging.bbclass gives such tasks extend_recipe_sysroot), where the case
+#   looks for it;
+# - OVMF's firmware (ovmf.qcow2 in DEPLOY_DIR_IMAGE), which runqemu needs to
+#   boot the uefiimg when QEMU_USE_OVMF is set; do_build brings it only
+#   through its recursive dependencies, which do_testimage does not wait for.
+do_testimage[depends] += "${COMPOSABLE_DEMO_ARTIFACTS} mender-artifact-native:do_populate_sysroot \
+                          ${@'ovmf:do_deploy' if d.getVar('QEMU_USE_OVMF') == '1' else ''}"
