@@ -611,7 +611,16 @@ mod tests {
             "SOURCE_DATE_EPOCH"
         );
         let size = written.len();
-        assert_eq!(size, fs::metadata(&archive).unwrap().len());
+        let mut payload = tar::Archive::new(fs::File::open(out.0.join("app.tar")).unwrap());
+        for entry in payload.entries().unwrap() {
+            let entry = entry.unwrap();
+            assert_eq!(
+                entry.header().mtime().unwrap(),
+                1_700_000_000,
+                "SOURCE_DATE_EPOCH stamps {}",
+                entry.path().unwrap().display()
+            );
+        }
         assert_eq!(
             plan.meta["docker-stack"]["inline"],
             json!({"app.tar": {"images": [format!("sha256:{A}")], "size": size}})
