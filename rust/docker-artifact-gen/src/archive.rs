@@ -504,24 +504,17 @@ impl Archive {
         // (each `umoci config` writes a new config and manifest and keeps the
         // old ones), a layout's own manifest.json or repositories, and
         // whatever else the tar holds do not travel.
+        let strip = |p: &str| p.strip_prefix(prefix).unwrap_or(p).to_owned();
         let mut carried = BTreeMap::new();
-        let mut carry = |path: &str| -> Result<()> {
-            let member = members.carried(path)?;
-            let name = path.strip_prefix(prefix).unwrap_or(path).to_owned();
-            carried.insert(name, member);
-            Ok(())
-        };
         let layout = format!("{prefix}oci-layout");
-        if members.has(&layout) {
-            carry(&layout)?;
-        }
-        for path in [&index_name, &manifest_path, &config_path]
+        let layout = members.has(&layout).then_some(&layout);
+        for path in layout
             .into_iter()
+            .chain([&index_name, &manifest_path, &config_path])
             .chain(&layers)
         {
-            carry(path)?;
+            carried.insert(strip(path), members.carried(path)?);
         }
-        let strip = |p: &String| p.strip_prefix(prefix).unwrap_or(p).to_owned();
 
         let annotations = &entry["annotations"];
         let mut candidates = Vec::new();
@@ -542,7 +535,7 @@ impl Archive {
             (_, Some(_)) => vec![name.as_str()],
             _ => Vec::new(),
         };
-        let layers: Vec<String> = layers.iter().map(strip).collect();
+        let layers: Vec<String> = layers.iter().map(|l| strip(l)).collect();
         let add = json!([{"Config": strip(&config_path), "RepoTags": repo_tags, "Layers": layers}]);
         carried.insert(
             "manifest.json".to_owned(),
