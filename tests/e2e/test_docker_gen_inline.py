@@ -26,8 +26,11 @@ GENERATOR = ("docker-artifact-gen", "docker-artifact-gen")
 DEVICE_TYPE = "qemux86-64"
 
 
+EPOCH = 1700000000
+
+
 def generate(dockerd, rust_binary, workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, **dockerd.env, "SOURCE_DATE_EPOCH": "1700000000"}
+    env = {**os.environ, **dockerd.env, "SOURCE_DATE_EPOCH": str(EPOCH)}
     return run([str(rust_binary(*GENERATOR)), *args], env=env, cwd=workdir, check=check, timeout=300)
 
 
@@ -67,11 +70,46 @@ def load_into_fresh_engine(dockerd_factory, archive: Path) -> tuple[str, list[st
     return loaded, sorted(set(ids))
 
 
-def oci_layout_from_docker_save(saved: bytes, out: Path, prefix: str, tag: str | None) -> str:
+def assert_normalised(payload: Path) -> None:
+    """The payload is the generator's normalised tar: sorted ustar members stamped with
+    SOURCE_DATE_EPOCH, owned by 0:0 without names, modes 0644/0755/0777."""
+    raw = payload.read_bytes()
+    with tarfile.open(payload) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names), names
+    for m in members:
+        assert raw[m.offset + 257:m.offset + 265] == b"ustar\x0000", f"{m.name}: not a ustar header"
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (EPOCH, 0, 0, "", ""), m.get_info()
+        assert m.mode == (0o755 if m.isdir() else 0o777 if m.issym() else 0o644), m.get_info()
+
+
+def members(archive: Path) -> dict[str, bytes | str | None]:
+    """{name without ./ or a trailing /: file content, symlink target, or None for a directory}."""
+    out: dict[str, bytes | str | None] = {}
+    with tarfile.open(archive) as tar:
+        for m in tar:
+            name = "/".join(c for c in m.name.split("/") if c not in ("", "."))
+            if m.isdir():
+                out[name] = None
+            elif m.issym():
+                out[name] = m.linkname
+            else:
+                out[name] = tar.extractfile(m).read()
+    out.pop("", None)
+    return out
+
+
+def oci_layout_from_docker_save(saved: bytes, out: Path, prefix: str, tag: str | None, *,
+                                fmt: int = tarfile.GNU_FORMAT, mtime: int = 0, owner: tuple[int, str] = (0, ""),
+                                mode: int = 0o644, dirs: bool = True, reverse: bool = False,
+                                leftovers: tuple[bytes, ...] = ()) -> str:
     """An OCI image layout tar made from a `docker save` archive, as umoci/meta-virtualization write
     them: gzip layers, config/manifest/index blobs named by digest, every member under `prefix`
     (`./` for `tar -C layout -cf x.tar .`, `NAME/` for `tar -cf x.tar NAME`). Returns the config
-    digest, which is the image ID."""
+    digest, which is the image ID. The keywords vary only the tar around the image: header format,
+    mtimes, owner, file mode, directory entries, member order, and blobs no manifest names (umoci
+    keeps the configs and manifests each `umoci config` replaces)."""
     blobs: dict[str, bytes] = {}
 
     def blob(data: bytes) -> str:
@@ -97,26 +135,29 @@ def oci_layout_from_docker_save(saved: bytes, out: Path, prefix: str, tag: str |
     if tag is not None:
         entry["annotations"] = {"org.opencontainers.image.ref.name": tag}
     index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
+    for data in leftovers:
+        blob(data)
 
-    def add(tar: tarfile.TarFile, name: str, data: bytes | None = None) -> None:
-        info = tarfile.TarInfo(prefix + name)
-        if data is None:
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        else:
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-
-    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
-        add(tar, "")
-        add(tar, "blobs/")
-        add(tar, "blobs/sha256/")
-        for digest, data in blobs.items():
-            add(tar, f"blobs/sha256/{digest}", data)
-        add(tar, "index.json", index)
-        add(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    entries: list[tuple[str, bytes | None]] = []
+    if dirs:
+        entries += [("", None), ("blobs/", None), ("blobs/sha256/", None)]
+    entries += [(f"blobs/sha256/{digest}", data) for digest, data in blobs.items()]
+    entries += [("index.json", index), ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')]
+    if reverse:
+        entries.reverse()
+    with tarfile.open(out, "w", format=fmt) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(prefix + name)
+            info.mtime, (info.uid, info.uname) = mtime, owner
+            info.gid, info.gname = info.uid, info.uname
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = mode | 0o111
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                info.mode = mode
+                tar.addfile(info, io.BytesIO(data))
     names = tarfile.open(out).getnames()
     assert all(n.startswith(prefix.rstrip("/")) for n in names), names
     return f"sha256:{config}"
@@ -150,6 +191,7 @@ def test_a_local_image_travels_as_images_tar_and_loads_with_its_id(dockerd, dock
     assert list(payloads) == ["images.tar"]
     assert stack["inline"] == {"images.tar": {"images": [image_id], "size": payloads["images.tar"].stat().st_size}}
 
+    assert_normalised(payloads["images.tar"])
     loaded, ids = load_into_fresh_engine(dockerd_factory, payloads["images.tar"])
     assert ids == [image_id], loaded
 
@@ -174,14 +216,67 @@ def test_an_oci_layout_with_gzip_layers_loads_with_its_config_digest(dockerd, do
     payloads = extract_payloads(out, tmp_path / "payloads")
     assert stack["inline"] == {"web-worker-oci.tar": {"images": [image_id],
                                                       "size": payloads["web-worker-oci.tar"].stat().st_size}}
-    with tarfile.open(payloads["web-worker-oci.tar"]) as tar:
-        names = tar.getnames()
-        added = json.loads(tar.extractfile("manifest.json").read())
-    assert names[-1] == "manifest.json" and names[:-1] == tarfile.open(layout).getnames(), "all members kept"
+    payload = payloads["web-worker-oci.tar"]
+    assert_normalised(payload)
+    carried = members(payload)
+    added = json.loads(carried.pop("manifest.json"))
+    original = members(layout)
+    layout_files = {name.removeprefix("web-worker-oci/"): data for name, data in original.items()
+                    if name != "web-worker-oci"}
+    assert carried == layout_files, "the layout at the top, every blob byte for byte"
     assert added[0]["RepoTags"] == ["web-worker-oci:latest"]
+    assert added[0]["Config"] == f"blobs/sha256/{image_id.removeprefix('sha256:')}"
 
     loaded, ids = load_into_fresh_engine(dockerd_factory, payloads["web-worker-oci.tar"])
     assert ids == [image_id], loaded
+
+
+def umoci_like(saved: bytes, out: Path, prefix: str, tag: str) -> str:
+    """An OCI layout tar of the image in `saved` whose container differs in everything a build
+    host leaves in it (as umoci and GNU tar do): PAX headers, wall-clock mtimes, the build user,
+    group-writable modes, no directory entries, reverse member order, and a stale config blob that
+    no manifest names. Returns the image ID."""
+    stale = json.dumps({"created": "2024-05-06T07:08:09.123456789Z", "architecture": "amd64",
+                        "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    return oci_layout_from_docker_save(saved, out, prefix, tag, fmt=tarfile.PAX_FORMAT, mtime=1712345678,
+                                       owner=(1000, "builder"), mode=0o664, dirs=False, reverse=True,
+                                       leftovers=(stale,))
+
+
+def test_oci_archives_that_differ_only_in_their_tar_give_byte_identical_artifacts(dockerd, dockerd_factory,
+                                                                                   rust_binary, tmp_path):
+    image_id = bench.make_busybox_image(dockerd, "build/worker:2", extra_files={"/etc/role": "worker"})
+    diff_ids = json.loads(dockerd.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}",
+                                         image_id).stdout)
+    saved = dockerd.docker("save", "build/worker:2", text=False).stdout
+    dockerd.docker("rmi", "build/worker:2")
+    # image-oci deploys both shapes: -oci.tar (members ./…) and -oci-dir.tar (members NAME/…).
+    # The same file name in two directories: the payload and display names come from it.
+    first, second = tmp_path / "a" / "web-worker-oci.tar", tmp_path / "b" / "web-worker-oci.tar"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    assert oci_layout_from_docker_save(saved, first, "./", tag="latest") == image_id
+    assert umoci_like(saved, second, "web-worker-oci/", tag="latest") == image_id
+    assert first.read_bytes() != second.read_bytes()
+
+    artifacts = []
+    for layout in (first, second):
+        out = layout.parent / "worker-2.mender"
+        generate(dockerd, rust_binary, layout.parent, "-n", "worker-2", "-t", DEVICE_TYPE, "--inline",
+                 "--run-args", "--network none", "-o", out.name, f"oci-archive:{layout.name}")
+        artifacts.append(out)
+
+    assert artifacts[0].read_bytes() == artifacts[1].read_bytes(), "the same image gives the same artifact"
+    payload = extract_payloads(artifacts[1], tmp_path / "payloads")["web-worker-oci.tar"]
+    assert_normalised(payload)
+    assert [n for n in members(payload) if n.startswith("blobs/sha256/")] == sorted(
+        n.removeprefix("web-worker-oci/") for n in members(first) if n.startswith("blobs/sha256/")), \
+        "the stale blob stays behind"
+    fresh = dockerd_factory()
+    fresh.docker("load", "-i", str(payload), timeout=300)
+    assert sorted(set(fresh.ids("image", "ls", "-aq", "--no-trunc"))) == [image_id]
+    loaded = json.loads(fresh.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", image_id).stdout)
+    assert loaded == diff_ids, "the engine verified the image's own layers"
 
 
 def test_legacy_arguments_with_inline_write_a_docker_stack_document(dockerd, rust_binary, tmp_path):
@@ -205,8 +300,12 @@ def test_legacy_arguments_with_inline_write_a_docker_stack_document(dockerd, rus
     assert "data-partition.docker.version: app-2" in info, info
     assert "data-partition.docker.*" in info, info
     meta = meta_data(out)
-    sizes = {p.name: p.stat().st_size for p in extract_payloads(out, tmp_path / "payloads").values()}
-    assert sizes["sidecar.tar"] == (tmp_path / "sidecar.tar").stat().st_size, "a docker-archive is copied as-is"
+    payloads = extract_payloads(out, tmp_path / "payloads")
+    sizes = {name: p.stat().st_size for name, p in payloads.items()}
+    for payload in payloads.values():
+        assert_normalised(payload)
+    assert members(payloads["sidecar.tar"]) == members(tmp_path / "sidecar.tar"), \
+        "a docker-archive keeps every member, byte for byte"
     common = {"network_mode": "none", "restart": "always", "env": {"MODE": "prod"}, "tty": True}
     assert meta == {"docker-stack": {
         "format": 1, "stack": "docker",
@@ -237,6 +336,26 @@ def test_an_inline_artifact_installs_where_the_image_never_was(device, rust_bina
     assert snapshot.running() == {"offline"}
     assert snapshot.containers["offline"][2] == image_id
     assert device.sandbox.provides()["data-partition.offline.version"] == "offline-1"
+
+
+def test_a_normalised_oci_archive_installs_where_the_image_never_was(device, rust_binary):
+    image_id = bench.make_busybox_image(device.dockerd, "build/worker:3", cmd=["sleep", "3600"])
+    saved = device.dockerd.docker("save", "build/worker:3", text=False).stdout
+    device.dockerd.docker("rmi", "build/worker:3")
+    layout = device.workdir / "worker-oci.tar"
+    assert umoci_like(saved, layout, "worker-oci/", tag="3") == image_id
+    out = device.workdir / "worker-3.mender"
+    generate(device.dockerd, rust_binary, device.workdir, "-n", "worker-3", "-t", device.sandbox.device_type,
+             "--inline", "--software-name", "worker", "--run-args", "--network none", "-o", str(out),
+             f"oci-archive:{layout.name}")
+    assert image_id not in device.snapshot().images
+
+    device.deploy(out)
+
+    snapshot = device.snapshot()
+    assert snapshot.running() == {"worker-oci"}
+    assert snapshot.containers["worker-oci"][2] == image_id
+    assert device.sandbox.provides()["data-partition.worker.version"] == "worker-3"
 
 
 def test_bad_inline_inputs_fail_with_one_line_and_leave_no_output(dockerd, rust_binary, tmp_path):

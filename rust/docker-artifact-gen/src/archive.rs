@@ -1,17 +1,35 @@
 //! Image archives as payload files: what `docker save` writes (a tar with
 //! `manifest.json`) and OCI image layouts (`index.json`, `blobs/sha256/…`)
 //! such as meta-virtualization's image-oci class tars. Only the headers and
-//! the small JSON members are read; payloads are copied by streaming.
+//! the small JSON members are read; member data is copied by streaming.
 //!
 //! Docker Engine 20.10's loader extracts the tar and reads `manifest.json`
 //! (`Config` and `Layers` are paths inside the tar; the image ID is the
 //! sha256 of the config file). An OCI layout gets that file added, pointing
 //! at the blobs of the one manifest its index names; the engine detects gzip
-//! layers itself.
+//! layers itself. Its payload holds the layout at the top of the tar,
+//! whatever directory the input had it in, and only the blobs the index
+//! reaches.
+//!
+//! Every payload is written as a normalised tar, so that the same images
+//! give the same bytes however the input tar was made (umoci and GNU tar
+//! record wall-clock mtimes, the build user and readdir order): members
+//! sorted by name, each directory that holds a member written before it,
+//! ustar headers with the generator's mtime (SOURCE_DATE_EPOCH, else 0),
+//! owner 0:0 without names, modes 0644,
+//! 0755 and 0777 (symlinks). The data of every member — blobs, layers,
+//! configs, manifests — is copied byte for byte, so image IDs and layer
+//! digests stay what the engine verifies. Neither the engine's loader nor
+//! the device's streaming filter (docker-module's `TagStripper`, which only
+//! needs `manifest.json` before the end marker) depends on member order.
+//! A name or link target that does not fit a ustar header gets the tar
+//! crate's GNU long-name record, a function of the name alone. Hard links
+//! become copies of their target (sorting may put a link before it);
+//! directories are made from the members' paths, so empty ones vanish.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -59,21 +77,41 @@ pub struct Image {
 pub struct Archive {
     pub path: PathBuf,
     pub images: Vec<Image>,
-    /// Where the last member ends: the copy stops there when a member is added.
-    end: u64,
-    /// The `manifest.json` an OCI layout needs for the engine's loader.
-    add_manifest: Option<Vec<u8>>,
+    /// What the payload carries, by its name there (the map's order is the
+    /// payload's member order).
+    members: BTreeMap<String, Member>,
+}
+
+/// One member of a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Member {
+    /// `size` bytes at `offset` in the source archive.
+    File { offset: u64, size: u64 },
+    /// A symbolic link to `target`, as written (`docker save` links a layer
+    /// that several images share).
+    Symlink(String),
+    /// Bytes the generator adds: the engine's `manifest.json` for an OCI layout.
+    Added(Vec<u8>),
 }
 
 /// JSON members larger than this are not what these formats hold.
 const MAX_JSON: u64 = 16 << 20;
 
-/// The members of a tar: normalised path → (data offset, size, regular file).
+/// A member of the source tar, by normalised name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Member(Member),
+    /// A hard link to another member (normalised name): carried as a copy of
+    /// it, since sorting may put a link before its target.
+    Hardlink(String),
+}
+
+/// The members of a tar, by normalised name; a later member of the same
+/// name replaces an earlier one, as when the tar is extracted.
 struct Members {
     file: File,
     path: PathBuf,
-    entries: BTreeMap<String, (u64, u64, bool)>,
-    end: u64,
+    entries: BTreeMap<String, Source>,
 }
 
 impl Members {
@@ -90,29 +128,65 @@ impl Members {
             );
         }
         file.seek(SeekFrom::Start(0))?;
-        let not_tar =
-            |e: io::Error| anyhow!("{} is not a readable tar archive: {e}", path.display());
+        let shown = path.display();
+        let not_tar = |e: io::Error| anyhow!("{shown} is not a readable tar archive: {e}");
         let mut archive = tar::Archive::new(file);
         let mut entries = BTreeMap::new();
-        let mut end = 0;
         for entry in archive.entries_with_seek().map_err(not_tar)? {
             let entry = entry.map_err(not_tar)?;
-            let size = entry.size();
-            end = entry.raw_file_position() + size.div_ceil(512) * 512;
+            let raw = entry
+                .path()
+                .map_err(not_tar)?
+                .to_string_lossy()
+                .into_owned();
+            let name = normalise(&raw);
             let kind = entry.header().entry_type();
-            if kind.is_dir() {
+            // Directories are written anew for the members they hold; a PAX
+            // global header only describes the source's own metadata.
+            if kind.is_dir() || kind.is_pax_global_extensions() || name.is_empty() {
                 continue;
             }
-            let name = normalise(&entry.path().map_err(not_tar)?.to_string_lossy());
-            if !name.is_empty() {
-                entries.insert(name, (entry.raw_file_position(), size, kind.is_file()));
+            if name.split('/').any(|c| c == "..") {
+                bail!("{shown}: member {raw:?} points outside the archive (`..`); export it again");
             }
+            let link = || -> Result<String> {
+                match entry.link_name().map_err(not_tar)? {
+                    Some(target) => Ok(target.to_string_lossy().into_owned()),
+                    None => bail!("{shown}: link {raw:?} names no target; export it again"),
+                }
+            };
+            let member = if kind.is_file() || kind.is_contiguous() {
+                Source::Member(Member::File {
+                    offset: entry.raw_file_position(),
+                    size: entry.size(),
+                })
+            } else if kind.is_symlink() {
+                Source::Member(Member::Symlink(link()?))
+            } else if kind.is_hard_link() {
+                Source::Hardlink(normalise(&link()?))
+            } else {
+                let what = if kind.is_character_special() {
+                    "a character device".to_owned()
+                } else if kind.is_block_special() {
+                    "a block device".to_owned()
+                } else if kind.is_fifo() {
+                    "a FIFO".to_owned()
+                } else if kind.is_gnu_sparse() {
+                    "a sparse file".to_owned()
+                } else {
+                    format!("an entry of type {:?}", char::from(kind.as_byte()))
+                };
+                bail!(
+                    "{shown}: member {raw:?} is {what}; an image archive holds only files, \
+                     directories and links: export it again with docker save, skopeo or umoci"
+                );
+            };
+            entries.insert(name, member);
         }
         Ok(Members {
             file: archive.into_inner(),
             path: path.to_owned(),
             entries,
-            end,
         })
     }
 
@@ -120,12 +194,32 @@ impl Members {
         self.entries.contains_key(name)
     }
 
+    /// The member `name` as the payload carries it: a hard link becomes a
+    /// copy of the file it links to.
+    fn carried(&self, name: &str) -> Result<Member> {
+        let shown = self.path.display();
+        let mut at = name;
+        // A chain longer than the archive is a loop.
+        for _ in 0..=self.entries.len() {
+            match self.entries.get(at) {
+                Some(Source::Member(m)) => return Ok(m.clone()),
+                Some(Source::Hardlink(target)) => at = target,
+                None if at == name => bail!("{shown} has no {name}"),
+                None => bail!(
+                    "{shown}: {name} is a hard link to {at}, which is not in the archive; \
+                     export it again"
+                ),
+            }
+        }
+        bail!("{shown}: the hard link {name} leads to itself; export it again")
+    }
+
     fn json(&mut self, name: &str) -> Result<Value> {
         let shown = self.path.display().to_string();
-        let Some(&(offset, size, regular)) = self.entries.get(name) else {
-            bail!("{shown} has no {name}");
+        let Member::File { offset, size } = self.carried(name)? else {
+            bail!("{shown}: {name} is not a file");
         };
-        if !regular || size > MAX_JSON {
+        if size > MAX_JSON {
             bail!("{shown}: {name} is not a JSON file of at most {MAX_JSON} bytes");
         }
         let mut data = Vec::with_capacity(size as usize);
@@ -174,22 +268,13 @@ fn compression(magic: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// `./a/b` and `/a/b` are `a/b`; `.` and `./` are the empty root.
+/// A member name as the extracted file's path: `./a//b/` and `/a/b` are
+/// `a/b`; `.` and `./` are the empty root.
 fn normalise(name: &str) -> String {
-    let mut s = name;
-    loop {
-        if let Some(rest) = s.strip_prefix("./") {
-            s = rest;
-        } else if let Some(rest) = s.strip_prefix('/') {
-            s = rest;
-        } else {
-            break;
-        }
-    }
-    if s == "." {
-        return String::new();
-    }
-    s.trim_end_matches('/').to_owned()
+    name.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The 64 hex digits of a sha256 digest, validated.
@@ -349,11 +434,16 @@ impl Archive {
             let name = display_name(&strings(&item["RepoTags"]), &stem, &id);
             images.push(Image { id, name });
         }
+        // Everything the engine wrote travels: its loader (or a later one)
+        // may read more than manifest.json names.
+        let mut carried = BTreeMap::new();
+        for name in members.entries.keys() {
+            carried.insert(name.clone(), members.carried(name)?);
+        }
         Ok(Archive {
             path: members.path.clone(),
             images,
-            end: members.end,
-            add_manifest: None,
+            members: carried,
         })
     }
 
@@ -409,6 +499,23 @@ impl Archive {
             layers.push(path);
         }
 
+        // The payload is the image, at the top of the tar: the layout's
+        // files and the blobs the index reaches. Blobs umoci left behind
+        // (each `umoci config` writes a new config and manifest and keeps the
+        // old ones), a layout's own manifest.json or repositories, and
+        // whatever else the tar holds do not travel.
+        let strip = |p: &str| p.strip_prefix(prefix).unwrap_or(p).to_owned();
+        let mut carried = BTreeMap::new();
+        let layout = format!("{prefix}oci-layout");
+        let layout = members.has(&layout).then_some(&layout);
+        for path in layout
+            .into_iter()
+            .chain([&index_name, &manifest_path, &config_path])
+            .chain(&layers)
+        {
+            carried.insert(strip(path), members.carried(path)?);
+        }
+
         let annotations = &entry["annotations"];
         let mut candidates = Vec::new();
         if let Some(full) = annotations["io.containerd.image.name"].as_str() {
@@ -428,344 +535,113 @@ impl Archive {
             (_, Some(_)) => vec![name.as_str()],
             _ => Vec::new(),
         };
-        let add = json!([{"Config": config_path, "RepoTags": repo_tags, "Layers": layers}]);
+        let layers: Vec<String> = layers.iter().map(|l| strip(l)).collect();
+        let add = json!([{"Config": strip(&config_path), "RepoTags": repo_tags, "Layers": layers}]);
+        carried.insert(
+            "manifest.json".to_owned(),
+            Member::Added(serde_json::to_vec(&add).expect("JSON serialises")),
+        );
         Ok(Archive {
             path: members.path.clone(),
             images: vec![Image { id, name }],
-            end: members.end,
-            add_manifest: Some(serde_json::to_vec(&add).expect("JSON serialises")),
+            members: carried,
         })
     }
 
-    /// Writes the payload to `dest` (a new file) and returns its length.
-    /// `mtime` stamps an added `manifest.json`.
+    /// Writes the payload to `dest` (a new file) as a normalised tar (see
+    /// the module's documentation) and returns its length. `mtime` stamps
+    /// every member.
     pub fn write_to(&self, dest: &Path, mtime: u64) -> Result<u64> {
         let shown = self.path.display();
         let mut src = File::open(&self.path).with_context(|| format!("cannot read {shown}"))?;
-        let mut out =
+        let file =
             File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
         let copy_err = |e: io::Error| anyhow!("cannot copy {shown} to {}: {e}", dest.display());
-        match &self.add_manifest {
-            None => {
-                io::copy(&mut src, &mut out).map_err(copy_err)?;
-            }
-            Some(manifest) => {
-                let copied =
-                    io::copy(&mut (&mut src).take(self.end), &mut out).map_err(copy_err)?;
-                if copied != self.end {
-                    bail!("{shown} became shorter while it was copied; run the generator again");
+        let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+        for (name, member) in self.tree()? {
+            let mut header = tar::Header::new_ustar();
+            header.set_mtime(mtime);
+            header.set_uid(0);
+            header.set_gid(0);
+            let written = match member {
+                None => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_mode(0o755);
+                    header.set_size(0);
+                    tar.append_data(&mut header, format!("{name}/"), io::empty())
                 }
-                let mut header = tar::Header::new_ustar();
-                header.set_size(manifest.len() as u64);
-                header.set_mode(0o644);
-                header.set_mtime(mtime);
-                header.set_entry_type(tar::EntryType::Regular);
-                let mut builder = tar::Builder::new(out);
-                builder
-                    .append_data(&mut header, "manifest.json", manifest.as_slice())
-                    .map_err(copy_err)?;
-                out = builder.into_inner().map_err(copy_err)?;
+                Some(Member::File { offset, size }) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(0o644);
+                    header.set_size(*size);
+                    src.seek(SeekFrom::Start(*offset)).map_err(copy_err)?;
+                    let data = Exact((&mut src).take(*size));
+                    tar.append_data(&mut header, name, data)
+                }
+                Some(Member::Symlink(target)) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    tar.append_link(&mut header, name, target)
+                }
+                Some(Member::Added(data)) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(0o644);
+                    header.set_size(data.len() as u64);
+                    tar.append_data(&mut header, name, data.as_slice())
+                }
+            };
+            written
+                .map_err(|e| anyhow!("cannot copy {name} of {shown} to {}: {e}", dest.display()))?;
+        }
+        let out = tar.into_inner().map_err(copy_err)?;
+        let file = out.into_inner().map_err(|e| copy_err(e.into_error()))?;
+        let len = file.metadata().map_err(copy_err)?.len();
+        Ok(len)
+    }
+
+    /// The payload's members and the directories that hold them (`None`),
+    /// by name: a directory sorts before its contents.
+    fn tree(&self) -> Result<BTreeMap<&str, Option<&Member>>> {
+        let mut tree: BTreeMap<&str, Option<&Member>> = self
+            .members
+            .iter()
+            .map(|(name, m)| (name.as_str(), Some(m)))
+            .collect();
+        for name in self.members.keys() {
+            let mut dir = name.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                dir = parent;
+                if let Some(Some(_)) = tree.insert(dir, None) {
+                    bail!(
+                        "{}: {dir} is a file and also the directory of {name}; the archive is \
+                         corrupt, export it again",
+                        self.path.display()
+                    );
+                }
             }
         }
-        out.flush().map_err(copy_err)?;
-        let len = out.metadata().map_err(copy_err)?.len();
-        Ok(len)
+        Ok(tree)
+    }
+}
+
+/// A member's data: its size in bytes, or an error if the source ends
+/// sooner (the tar crate would pad a short copy into a corrupt entry).
+struct Exact<R>(io::Take<R>);
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if n == 0 && !buf.is_empty() && self.0.limit() > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive became shorter while it was copied; run the generator again",
+            ));
+        }
+        Ok(n)
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::fs;
-
-    pub const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-    const M: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
-
-    pub struct TempDir(pub PathBuf);
-
-    impl TempDir {
-        pub fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("dag-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A tar of (name, content); names ending in `/` are directories. Names
-    /// are written as given (the tar crate's builder would drop `./`).
-    pub fn tar_file(path: &Path, members: &[(&str, &[u8])]) {
-        let mut b = tar::Builder::new(File::create(path).unwrap());
-        for (name, data) in members {
-            let mut h = tar::Header::new_ustar();
-            if name.ends_with('/') {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_size(0);
-                h.set_mode(0o755);
-            } else {
-                h.set_size(data.len() as u64);
-                h.set_mode(0o644);
-            }
-            let raw = &mut h.as_ustar_mut().unwrap().name;
-            assert!(name.len() < raw.len(), "{name} is too long for the fixture");
-            raw[..name.len()].copy_from_slice(name.as_bytes());
-            h.set_cksum();
-            b.append(&h, *data).unwrap();
-        }
-        b.into_inner().unwrap();
-    }
-
-    fn names(path: &Path) -> Vec<String> {
-        let mut a = tar::Archive::new(File::open(path).unwrap());
-        a.entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect()
-    }
-
-    fn member(path: &Path, name: &str) -> Vec<u8> {
-        let mut a = tar::Archive::new(File::open(path).unwrap());
-        for e in a.entries().unwrap() {
-            let mut e = e.unwrap();
-            if e.path().unwrap().to_string_lossy() == name {
-                let mut v = Vec::new();
-                e.read_to_end(&mut v).unwrap();
-                return v;
-            }
-        }
-        panic!("{name} not in {}", path.display())
-    }
-
-    pub fn docker_save(path: &Path, config: &str, tags: &[&str]) {
-        let manifest = json!([{"Config": config, "RepoTags": tags, "Layers": ["l1/layer.tar"]}]);
-        tar_file(
-            path,
-            &[
-                (config, b"{}"),
-                ("l1/", b""),
-                ("l1/layer.tar", b"layer"),
-                ("manifest.json", manifest.to_string().as_bytes()),
-            ],
-        );
-    }
-
-    fn oci_layout(path: &Path, prefix: &str, ref_name: Option<&str>) {
-        let manifest = json!({"schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{A}"), "size": 2},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{B}"), "size": 5}]});
-        let mut entry = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{M}"), "size": 1});
-        if let Some(r) = ref_name {
-            entry["annotations"] = json!({"org.opencontainers.image.ref.name": r});
-        }
-        let index = json!({"schemaVersion": 2, "manifests": [entry]}).to_string();
-        let n = |s: &str| format!("{prefix}{s}");
-        let (dir, blobs, sha, layout, idx, cfg, layer, man) = (
-            n(""),
-            n("blobs/"),
-            n("blobs/sha256/"),
-            n("oci-layout"),
-            n("index.json"),
-            n(&format!("blobs/sha256/{A}")),
-            n(&format!("blobs/sha256/{B}")),
-            n(&format!("blobs/sha256/{M}")),
-        );
-        let mut members: Vec<(&str, &[u8])> = Vec::new();
-        if !dir.is_empty() {
-            members.push((&dir, b""));
-        }
-        let manifest = manifest.to_string();
-        members.extend([
-            (blobs.as_str(), &b""[..]),
-            (sha.as_str(), b""),
-            (cfg.as_str(), b"{}"),
-            (layer.as_str(), b"\x1f\x8bgz"),
-            (man.as_str(), manifest.as_bytes()),
-            (layout.as_str(), br#"{"imageLayoutVersion":"1.0.0"}"#),
-            (idx.as_str(), index.as_bytes()),
-        ]);
-        tar_file(path, &members);
-    }
-
-    #[test]
-    fn a_docker_save_archive_names_its_image_and_is_copied_as_is() {
-        let dir = TempDir::new("docker-save");
-        for (config, tags, name) in [
-            (format!("{A}.json"), vec!["web/app:1.0"], "web/app:1.0"),
-            (format!("blobs/sha256/{A}"), vec![], "my-app-v1"),
-        ] {
-            let src = dir.0.join("My_App.v1.tar");
-            docker_save(&src, &config, &tags);
-            let a = Archive::read_one(&src, Kind::Docker).unwrap();
-            assert_eq!(
-                a.images,
-                [Image {
-                    id: format!("sha256:{A}"),
-                    name: name.into()
-                }]
-            );
-            let out = dir.0.join("out.tar");
-            let len = a.write_to(&out, 0).unwrap();
-            assert_eq!(fs::read(&out).unwrap(), fs::read(&src).unwrap());
-            assert_eq!(len, fs::metadata(&src).unwrap().len());
-        }
-    }
-
-    #[test]
-    fn an_oci_layout_gets_the_engines_manifest_with_the_blob_paths() {
-        let dir = TempDir::new("oci");
-        // ./-prefixed (tar -C layout .), in a top-level directory (tar layout), and plain.
-        for (prefix, path_prefix) in [("./", ""), ("app-oci/", "app-oci/"), ("", "")] {
-            let src = dir.0.join("app-oci.tar");
-            oci_layout(&src, prefix, Some("latest"));
-            let a = Archive::read_one(&src, Kind::Oci).unwrap();
-            assert_eq!(
-                a.images,
-                [Image {
-                    id: format!("sha256:{A}"),
-                    name: "app-oci:latest".into()
-                }],
-                "{prefix}"
-            );
-            let out = dir.0.join("out.tar");
-            let len = a.write_to(&out, 1_700_000_000).unwrap();
-            assert_eq!(len, fs::metadata(&out).unwrap().len());
-            let written = names(&out);
-            let original = names(&src);
-            assert_eq!(written[..original.len()], original[..], "all members kept");
-            assert_eq!(written[original.len()..], ["manifest.json"]);
-            let manifest: Value = serde_json::from_slice(&member(&out, "manifest.json")).unwrap();
-            assert_eq!(
-                manifest,
-                json!([{
-                    "Config": format!("{path_prefix}blobs/sha256/{A}"),
-                    "RepoTags": ["app-oci:latest"],
-                    "Layers": [format!("{path_prefix}blobs/sha256/{B}")],
-                }])
-            );
-            // Everything before the added member is the original, byte for byte.
-            let (src_bytes, out_bytes) = (fs::read(&src).unwrap(), fs::read(&out).unwrap());
-            assert_eq!(out_bytes[..a.end as usize], src_bytes[..a.end as usize]);
-        }
-    }
-
-    #[test]
-    fn oci_names_come_from_the_annotations_or_the_file() {
-        let dir = TempDir::new("oci-names");
-        let src = dir.0.join("Core Image.rootfs-oci.tar");
-        oci_layout(&src, "", Some("registry.example.com:5000/apps/core:2.1"));
-        let a = Archive::read_one(&src, Kind::Oci).unwrap();
-        assert_eq!(a.images[0].name, "registry.example.com:5000/apps/core:2.1");
-        oci_layout(&src, "", None);
-        let a = Archive::read_one(&src, Kind::Oci).unwrap();
-        assert_eq!(a.images[0].name, "core-image-rootfs-oci");
-        let manifest: Value = serde_json::from_slice(a.add_manifest.as_deref().unwrap()).unwrap();
-        assert_eq!(
-            manifest[0]["RepoTags"],
-            json!([]),
-            "untagged: nothing to tag"
-        );
-    }
-
-    fn err(path: &Path, kind: Kind) -> String {
-        format!("{:#}", Archive::read_one(path, kind).unwrap_err())
-    }
-
-    #[test]
-    fn unusable_archives_are_named_with_what_to_do() {
-        let dir = TempDir::new("bad");
-        let missing = dir.0.join("missing.tar");
-        assert!(err(&missing, Kind::Docker).contains("cannot read"));
-
-        let oci = dir.0.join("layout.tar");
-        oci_layout(&oci, "", None);
-        let e = err(&oci, Kind::Docker);
-        assert!(
-            e.contains("OCI image layout") && e.contains("oci-archive:"),
-            "{e}"
-        );
-
-        let plain = dir.0.join("plain.tar");
-        tar_file(&plain, &[("etc/hostname", b"x")]);
-        let e = err(&plain, Kind::Oci);
-        assert!(e.contains("no index.json"), "{e}");
-        let e = err(&plain, Kind::Docker);
-        assert!(
-            e.contains("no manifest.json") && e.contains("docker save"),
-            "{e}"
-        );
-
-        let gz = dir.0.join("x.tar.gz");
-        fs::write(&gz, b"\x1f\x8b\x08\x00rest").unwrap();
-        assert!(err(&gz, Kind::Docker).contains("gzip-compressed"));
-
-        let junk = dir.0.join("junk.tar");
-        fs::write(&junk, vec![b'x'; 1024]).unwrap();
-        assert!(err(&junk, Kind::Oci).contains("not a readable tar"));
-
-        let two = dir.0.join("two.tar");
-        let manifest = json!([
-            {"Config": format!("{A}.json"), "RepoTags": [], "Layers": []},
-            {"Config": format!("{B}.json"), "RepoTags": [], "Layers": []},
-        ]);
-        let (ca, cb) = (format!("{A}.json"), format!("{B}.json"));
-        tar_file(
-            &two,
-            &[
-                (&ca, b"{}"),
-                (&cb, b"{}"),
-                ("manifest.json", manifest.to_string().as_bytes()),
-            ],
-        );
-        assert!(err(&two, Kind::Docker).contains("holds 2 images"));
-        assert_eq!(Archive::read(&two, Kind::Docker).unwrap().images.len(), 2);
-
-        let incomplete = dir.0.join("incomplete.tar");
-        let manifest = json!([{"Config": format!("{A}.json"), "Layers": ["l/layer.tar"]}]);
-        tar_file(
-            &incomplete,
-            &[
-                (&ca, b"{}"),
-                ("manifest.json", manifest.to_string().as_bytes()),
-            ],
-        );
-        let e = err(&incomplete, Kind::Docker);
-        assert!(e.contains("layer l/layer.tar is not in the archive"), "{e}");
-    }
-
-    #[test]
-    fn a_multi_platform_index_is_refused() {
-        let dir = TempDir::new("multi");
-        let index = json!({"schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": format!("sha256:{M}"), "size": 1}]});
-        let src = dir.0.join("multi.tar");
-        tar_file(&src, &[("index.json", index.to_string().as_bytes())]);
-        let e = err(&src, Kind::Oci);
-        assert!(e.contains("several platforms"), "{e}");
-    }
-
-    #[test]
-    fn names_are_normalised() {
-        assert_eq!(normalise("./blobs/sha256/x"), "blobs/sha256/x");
-        assert_eq!(normalise("./"), "");
-        assert_eq!(normalise("."), "");
-        assert_eq!(normalise("/manifest.json"), "manifest.json");
-        assert_eq!(config_id(&format!("{A}.json")), Some(format!("sha256:{A}")));
-        assert_eq!(
-            config_id(&format!("blobs/sha256/{A}")),
-            Some(format!("sha256:{A}"))
-        );
-        assert_eq!(config_id("config.json"), None);
-        assert_eq!(repository_from("--Web_App 1.0--"), "web-app-1-0");
-        assert_eq!(repository_from("___"), "image");
-    }
-}
+#[path = "archive_tests.rs"]
+pub(crate) mod tests;

@@ -1,10 +1,12 @@
 //! `--inline`: every image of the release travels in the artifact as a
 //! payload file. Images the local engine holds go into one `images.tar`
 //! (the engine's export); `docker-archive:PATH` and `oci-archive:PATH` files
-//! become payloads of their own. Containers name their image by ID:
+//! become payloads of their own. Every payload is a normalised tar (see
+//! `archive`). Containers name their image by ID:
 //! `REPOSITORY[:TAG]@sha256:<image ID>`.
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
@@ -26,29 +28,41 @@ pub struct Payload {
 }
 
 impl Payload {
-    /// Writes the payload as `dir/<name>` and returns its length.
+    /// Writes the payload as `dir/<name>` (a normalised tar, see
+    /// [`Archive::write_to`]) and returns its length.
     pub fn write(&self, dir: &Path, resolver: &mut Resolver, mtime: u64) -> Result<u64> {
         let dest = dir.join(&self.name);
         match &self.source {
             Some(archive) => archive.write_to(&dest, mtime),
             None => {
-                let len = resolver.export(&self.images, &dest)?;
-                // The engine's own archive must hold exactly what the meta-data lists.
-                let saved = Archive::read(&dest, Kind::Docker)
-                    .map_err(|e| anyhow!("the engine's export is unusable: {e:#}"))?;
-                let got: BTreeSet<&str> = saved.images.iter().map(|i| i.id.as_str()).collect();
-                let want: BTreeSet<&str> = self.images.iter().map(String::as_str).collect();
-                if got != want {
-                    bail!(
-                        "the engine exported the images {} instead of {}; was an image removed or \
-                         retagged meanwhile? run the generator again",
-                        got.into_iter().collect::<Vec<_>>().join(", "),
-                        want.into_iter().collect::<Vec<_>>().join(", ")
-                    );
-                }
-                Ok(len)
+                // The engine's export is normalised like any archive: its
+                // tar headers are the engine's choice, not the images'. That
+                // needs the export on disk a second time until it is
+                // rewritten (beside the output, not in /tmp).
+                let export = dir.join(format!(".{}.export", self.name));
+                resolver.export(&self.images, &export)?;
+                let written = self.write_export(&export, &dest, mtime);
+                let _ = fs::remove_file(&export);
+                written
             }
         }
+    }
+
+    fn write_export(&self, export: &Path, dest: &Path, mtime: u64) -> Result<u64> {
+        // The engine's own archive must hold exactly what the meta-data lists.
+        let saved = Archive::read(export, Kind::Docker)
+            .map_err(|e| anyhow!("the engine's export is unusable: {e:#}"))?;
+        let got: BTreeSet<&str> = saved.images.iter().map(|i| i.id.as_str()).collect();
+        let want: BTreeSet<&str> = self.images.iter().map(String::as_str).collect();
+        if got != want {
+            bail!(
+                "the engine exported the images {} instead of {}; was an image removed or \
+                 retagged meanwhile? run the generator again",
+                got.into_iter().collect::<Vec<_>>().join(", "),
+                want.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        saved.write_to(dest, mtime)
     }
 
     /// The meta-data's `inline` entry, keyed by the payload's name.

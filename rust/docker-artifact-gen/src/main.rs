@@ -60,7 +60,13 @@ relative paths are from the current directory. Each image is then named
 REPOSITORY:TAG@sha256:<image ID>, and the docker-stack key \"inline\" lists the
 payloads. The legacy meta-data cannot carry inline images, so with IMAGEs
 --inline writes a docker-stack document with the same containers, stack
---software-name (default docker).
+--software-name (default docker). Every payload is rewritten as a
+normalised tar (members sorted, times SOURCE_DATE_EPOCH or 0, owner root,
+an OCI layout at the top with only the blobs its index reaches); the
+images' blobs are copied byte for byte, so image IDs do not change, and
+archives of the same image give the same artifact however they were
+tarred. An image that image-oci (umoci) builds twice is not the same
+image: its config records the build time.
 
 Examples:
   docker-artifact-gen -n web-1.2 -t qemux86-64 --software-version 1.2 \\
@@ -611,7 +617,16 @@ mod tests {
             "SOURCE_DATE_EPOCH"
         );
         let size = written.len();
-        assert_eq!(size, fs::metadata(&archive).unwrap().len());
+        let mut payload = tar::Archive::new(fs::File::open(out.0.join("app.tar")).unwrap());
+        for entry in payload.entries().unwrap() {
+            let entry = entry.unwrap();
+            assert_eq!(
+                entry.header().mtime().unwrap(),
+                1_700_000_000,
+                "SOURCE_DATE_EPOCH stamps {}",
+                entry.path().unwrap().display()
+            );
+        }
         assert_eq!(
             plan.meta["docker-stack"]["inline"],
             json!({"app.tar": {"images": [format!("sha256:{A}")], "size": size}})
@@ -670,6 +685,7 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("cleared by the next OS"), "{help}");
+        assert!(help.contains("normalised tar"), "{help}");
         assert!(
             help.contains("docker-artifact-gen -n web-1.3 -t qemux86-64 --inline"),
             "{help}"
