@@ -6,10 +6,30 @@
 # data-partition.<DOCKER_ARTIFACT_STACK>.version, which OS updates keep.
 #
 # do_deploy runs docker-artifact-gen (native, with mender-artifact) with
-# --inline and puts ${DOCKER_ARTIFACT} into ${DEPLOY_DIR_IMAGE}. BitBake
-# exports SOURCE_DATE_EPOCH to the task, which makes the artifact
-# reproducible. No Docker Engine is involved: every image of the stack is
-# an OCI archive built by this build. Examples:
+# --inline and puts ${DOCKER_ARTIFACT} into ${DEPLOY_DIR_IMAGE}. No Docker
+# Engine is involved: every image of the stack is an OCI archive built by
+# this build.
+#
+# Reproducibility. What this class and the generator write is reproducible:
+# BitBake exports SOURCE_DATE_EPOCH to the task, and docker-artifact-gen
+# rewrites each OCI archive as a normalised tar (members sorted, every mtime
+# SOURCE_DATE_EPOCH, owner 0:0 without names, fixed modes, only the blobs
+# index.json reaches) around byte-for-byte copies of the blobs, so the same
+# OCI image gives a byte-identical artifact however the archive was tarred.
+# The images themselves are not reproducible in scarthgap, and the
+# generator cannot change that without changing what the engine verifies:
+# - the image config: image-oci-umoci.inc runs `umoci new`, `umoci repack`
+#   and `umoci config` without --created/--history.created, and umoci
+#   ignores SOURCE_DATE_EPOCH, so the config's "created" and each "history"
+#   entry hold the build's wall-clock time; the image ID is the config's
+#   digest;
+# - the layer: its "." entry (the bundle's rootfs directory, recreated by
+#   `cp -r -a`) carries a wall-clock mtime, and the engine checks each layer
+#   against its diff ID in the config.
+# Two builds of one image recipe therefore give two image IDs, and two
+# artifacts that differ in those blobs and in the meta-data naming them.
+#
+# Examples:
 #
 #   # One container per image; options as for the old generator's run_args.
 #   inherit docker-artifact nopackages
@@ -95,6 +115,11 @@ def docker_artifact_check_depends(d):
     """The --depends entries; stops on a malformed one, warns where this build's images lack one."""
     import re
     provided = {}
+    # What mender-composable-rootfs-provides derives with a fixed value counts
+    # as provided; a version it derives is only known once the image is built.
+    rules, _ = mender_composable.rootfs_provides.parse_map(d.getVar('COMPOSABLE_ROOTFS_PROVIDES_MAP') or '')
+    for rule in rules:
+        provided[rule.key] = rule.fixed
     for entry in mender_composable.provides.entries(d.getVar('MENDER_ARTIFACT_PROVIDES')):
         key, value = mender_composable.provides.split_entry(entry)
         provided[key] = value
@@ -104,7 +129,7 @@ def docker_artifact_check_depends(d):
         if not value or not re.fullmatch(r'[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*', key):
             bb.fatal("DOCKER_ARTIFACT_DEPENDS: '%s' is not key:value with a key of dot-separated words, "
                      "e.g. 'rootfs-image.feature.docker:true'" % entry)
-        if provided and key.startswith('rootfs-image.') and provided.get(key) != value:
+        if provided and key.startswith('rootfs-image.') and provided.get(key, '') not in (value, None):
             have = "has '%s:%s'" % (key, provided[key]) if key in provided else "lacks '%s'" % key
             bb.warn("DOCKER_ARTIFACT_DEPENDS: '%s': MENDER_ARTIFACT_PROVIDES of this build %s, so devices "
                     "running its images refuse %s" % (entry, have, d.getVar('DOCKER_ARTIFACT')))
@@ -197,5 +222,5 @@ do_deploy[depends] += "docker-artifact-gen-native:do_populate_sysroot mender-art
 do_deploy[mcdepends] += "${@docker_artifact_mcdepends(d)}"
 # Read only for a warning: a change of the rootfs provides does not rebuild the artifact.
 # nooelint: oelint.vars.mispell.unknown - a flag of the function defined above, not a variable
-docker_artifact_check_depends[vardepsexclude] = "MENDER_ARTIFACT_PROVIDES"
+docker_artifact_check_depends[vardepsexclude] = "MENDER_ARTIFACT_PROVIDES COMPOSABLE_ROOTFS_PROVIDES_MAP"
 addtask deploy after do_install before do_build

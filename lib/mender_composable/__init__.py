@@ -6,4 +6,4 @@ as ``mender_composable.<module>.<function>``. The modules are plain Python (no
 ``bb``), so tests/layer/test_classes.py tests them with pytest.
 """
 
-BBIMPORTS = ["provides"]
+BBIMPORTS = ["provides", "rootfs_provides"]

@@ -21,9 +21,36 @@ REQUIRED_DISTRO_FEATURES = "systemd virtualization composable-docker"
 IMAGE_INSTALL = "\
     packagegroup-core-boot \
     docker-moby \
+    ${COMPOSABLE_DOCKER_KERNEL_MODULES} \
     persistent-app-update-module \
     docker-update-module \
+    python3 \
     ${CORE_IMAGE_EXTRA_INSTALL} \
+"
+
+# python3: the reference configuration states rootfs-image.python.version:3.12,
+# which mender-composable-rootfs-provides holds against the image (scarthgap
+# ships python3 3.12).
+
+# The kernel modules dockerd needs for its defaults (bridge network with
+# iptables NAT, published ports, overlay2) where qemux86-64's linux-yocto 6.6
+# builds them as modules (=m) with DISTRO_FEATURES virtualization; veth,
+# bridge, br_netfilter, overlay and nf_conntrack are built in there. They
+# arrive today only as recommendations of docker-moby and iptables, which
+# NO_RECOMMENDATIONS or BAD_RECOMMENDATIONS drop silently; dockerd then fails
+# to set up its bridge network. Their dependencies (ip_tables, x_tables,
+# nf_nat) come with them. README.md, "Kernel modules for Docker", has the
+# derivation; another kernel needs its own list.
+COMPOSABLE_DOCKER_KERNEL_MODULES = ""
+COMPOSABLE_DOCKER_KERNEL_MODULES:qemux86-64 = "\
+    kernel-module-iptable-filter \
+    kernel-module-iptable-nat \
+    kernel-module-nf-conntrack-netlink \
+    kernel-module-xt-addrtype \
+    kernel-module-xt-conntrack \
+    kernel-module-xt-masquerade \
+    kernel-module-xt-nat \
+    kernel-module-xt-tcpudp \
 "
 
 # testimage and the demo log in over ssh.
@@ -37,7 +64,8 @@ IMAGE_LINGUAS = ""
 
 # Building the image also deploys the artifacts its runtime tests install
 # (demo-app-1.0.mender, demo-app-2.0.mender, cuda-depends.mender, and
-# demo-stack-1.0.mender with the composable-demo-container image inline).
+# demo-stack-1.0.mender and demo-stack-2.0.mender with the
+# composable-demo-container image inline).
 # They are artifacts, not packages: task dependencies, not IMAGE_INSTALL.
 COMPOSABLE_DEMO_ARTIFACTS = "demo-app-v1:do_deploy demo-app-v2:do_deploy cuda-depends-artifact:do_deploy \
                              demo-stack-v1:do_deploy demo-stack-v2:do_deploy"

@@ -22,8 +22,11 @@ def only_problem(value, bootstrap=""):
     return problems[0]
 
 
-def test_bitbake_imports_the_provides_module_through_bbimports():
-    assert mender_composable.BBIMPORTS == ["provides"]
+def test_bitbake_imports_the_modules_the_classes_call_through_bbimports():
+    assert mender_composable.BBIMPORTS == ["provides", "rootfs_provides"]
+    classes = " ".join(p.read_text() for p in (ROOT / "classes").glob("*.bbclass"))
+    called = set(re.findall(r"mender_composable\.([a-z_]+)\.", classes))
+    assert called == set(mender_composable.BBIMPORTS)
 
 
 @pytest.mark.parametrize("value", [
@@ -333,6 +336,19 @@ def test_a_rootfs_depends_this_builds_images_do_not_provide_is_warned_about(dock
     assert len(warnings) == 2
     assert "'rootfs-image.feature.docker:yes'" in warnings[0] and "has 'rootfs-image.feature.docker:true'" in warnings[0]
     assert "lacks 'rootfs-image.cuda.version'" in warnings[1] and "demo-stack-1.0.mender" in warnings[1]
+
+
+def test_provides_that_mender_composable_rootfs_provides_derives_count_as_provided(docker_class):
+    derived_map = ("python3=rootfs-image.python.version:{major}.{minor} "
+                   "docker-moby=rootfs-image.feature.docker:true")
+    run_deploy(docker_class, MENDER_ARTIFACT_PROVIDES="rootfs-image.api.version:2.0",
+               COMPOSABLE_ROOTFS_PROVIDES_MAP=derived_map,
+               DOCKER_ARTIFACT_DEPENDS="rootfs-image.feature.docker:true rootfs-image.python.version:3.12")
+    assert docker_class[1].warnings == []
+    run_deploy(docker_class, MENDER_ARTIFACT_PROVIDES="rootfs-image.api.version:2.0",
+               COMPOSABLE_ROOTFS_PROVIDES_MAP=derived_map, DOCKER_ARTIFACT_DEPENDS="rootfs-image.feature.docker:yes")
+    (warning,) = docker_class[1].warnings
+    assert "has 'rootfs-image.feature.docker:true'" in warning
 
 
 def test_without_rootfs_provides_in_the_build_nothing_is_warned(docker_class):
