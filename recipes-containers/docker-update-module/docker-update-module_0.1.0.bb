@@ -6,6 +6,8 @@ DESCRIPTION = "Deploys container stacks from Mender artifacts: images pulled \
                previous set and a journal on /data for power cuts. Accepts \
                the old docker module's metadata and a richer per-container \
                spec; versions live in data-partition.<stack>.*."
+# LICENSE, LIC_FILES_CHKSUM: every crate the binaries link (scripts/update-crates-inc)
+require ${BPN}-licenses.inc
 
 require recipes-mender/mender-composable/mender-composable-rust.inc
 require ${BPN}-crates.inc

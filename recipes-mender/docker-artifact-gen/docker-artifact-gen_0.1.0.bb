@@ -3,6 +3,8 @@ DESCRIPTION = "docker-artifact-gen: drop-in for the old generator's command \
                line that pins images by digest through the local engine, \
                accepts a docker-stack spec and defaults the provides to \
                data-partition.<stack>.* so OS updates do not clear them."
+# LICENSE, LIC_FILES_CHKSUM: every crate the binaries link (scripts/update-crates-inc)
+require ${BPN}-licenses.inc
 
 require recipes-mender/mender-composable/mender-composable-rust.inc
 require ${BPN}-crates.inc

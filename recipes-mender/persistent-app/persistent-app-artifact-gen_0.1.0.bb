@@ -2,6 +2,8 @@ SUMMARY = "Generator of persistent-app Mender artifacts"
 DESCRIPTION = "persistent-app-artifact-gen packs files and directories into a \
                Mender artifact for the persistent-app Update Module (format 3, \
                data-partition provides, reproducible with SOURCE_DATE_EPOCH)."
+# LICENSE, LIC_FILES_CHKSUM: every crate the binaries link (scripts/update-crates-inc)
+require ${BPN}-licenses.inc
 
 require recipes-mender/mender-composable/mender-composable-rust.inc
 require ${BPN}-crates.inc

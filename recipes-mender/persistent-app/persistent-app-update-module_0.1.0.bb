@@ -5,6 +5,8 @@ DESCRIPTION = "Installs an application tree to /data/apps/<name> from a \
                swapped in atomically, the previous version kept until commit, \
                crash-safe rollback. Versions live in data-partition.<name>.* \
                and survive rootfs updates."
+# LICENSE, LIC_FILES_CHKSUM: every crate the binaries link (scripts/update-crates-inc)
+require ${BPN}-licenses.inc
 
 require recipes-mender/mender-composable/mender-composable-rust.inc
 require ${BPN}-crates.inc
