@@ -168,6 +168,7 @@ pub fn dispatch(
         }
         Invocation::State(state) => state,
     };
+    let _ = CURRENT_STATE.set(state);
     if args.len() != 2 {
         return Err(usage().into());
     }
@@ -220,11 +221,56 @@ fn usage() -> String {
 /// every chunk it reads from a module's stderr as a record of its own, and
 /// `eprintln!` writes its pieces separately, which cut lines into fragments
 /// in the deployment log. A pipe write below 4 KiB is atomic.
+///
+/// The text is made [`printable`] and cut to [`MAX_LINE`] bytes first: lines
+/// quote names from artifacts, which must neither split or colour a log line
+/// nor flood the deployment log.
 pub fn stderr_line(args: std::fmt::Arguments<'_>) {
-    let mut text = args.to_string();
+    let mut text = printable(&args.to_string(), MAX_LINE);
     text.push('\n');
     // As with eprintln!, nothing sensible can be done if stderr is gone.
     let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// The longest line [`stderr_line`] writes, in bytes (without the newline):
+/// room for a path and a cause, well below the 4 KiB a pipe writes whole.
+pub const MAX_LINE: usize = 1024;
+
+/// `text` with every control character (newlines, escapes, DEL, C1) written
+/// as `\u{..}`, and cut to at most `max` bytes at a character boundary,
+/// ending with a note of the whole length, where it is longer.
+pub fn printable(text: &str, max: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len().min(max) + 8);
+    for c in text.chars() {
+        if out.len() > max {
+            let note = format!("… (cut, {} bytes in all)", text.len());
+            let mut cut = max.saturating_sub(note.len());
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str(&note);
+            return out;
+        }
+        if c.is_control() {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    if out.len() > max {
+        return printable(&out, max);
+    }
+    out
+}
+
+static CURRENT_STATE: std::sync::OnceLock<State> = std::sync::OnceLock::new();
+
+/// The state this process runs, once [`dispatch`] has parsed it: fault
+/// points and logs of the modules are keyed by it.
+pub fn current_state() -> Option<State> {
+    CURRENT_STATE.get().copied()
 }
 
 /// An error and its causes on one line, `outer: inner: root`. Causes whose text
@@ -300,6 +346,23 @@ mod tests {
         assert_eq!(out, "");
         let (r, _) = call(Fixed(true), &[]);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn log_lines_are_printable_and_bounded() {
+        assert_eq!(
+            printable("a\nb\x1b[31mc\u{7f}", 100),
+            "a\\u{a}b\\u{1b}[31mc\\u{7f}"
+        );
+        assert_eq!(printable("plain", 100), "plain");
+        let long = "é".repeat(5000);
+        let cut = printable(&long, MAX_LINE);
+        assert!(cut.len() <= MAX_LINE, "{}", cut.len());
+        assert!(cut.ends_with("… (cut, 10000 bytes in all)"), "{cut}");
+        let escapes = "\n".repeat(2000);
+        let cut = printable(&escapes, 200);
+        assert!(cut.len() <= 200 && cut.starts_with("\\u{a}"), "{cut}");
+        assert_eq!(printable(&"x".repeat(100), 100), "x".repeat(100));
     }
 
     #[test]
