@@ -77,7 +77,6 @@ _MODULE_LINE_RES = (
 
 STACK_LABEL = "io.mender.composable.stack"
 RELEASE_LABEL = "io.mender.composable.release"
-PERSISTENT_APP_MARKER = ".persistent-app-release"
 
 # The OS stand-in: a rootfs update needs a reboot into the other partition, which neither the
 # bench nor a testimage run does. What an OS update does to the provides -- clear rootfs-image.*,
@@ -447,10 +446,10 @@ class Session:
     # -- device observations -----------------------------------------------------------------------
 
     def tree(self, dest: str) -> Dict[str, str]:
-        """``{relative path: sha256}`` of the regular files below dest (without the module's marker)."""
+        """``{relative path: sha256}`` of the regular files below dest: exactly the payload's, as the
+        module writes nothing of its own into an app's tree."""
         q = shlex.quote(dest)
-        status, out = self.sh(f"cd {q} 2>/dev/null && find . -type f ! -path ./{PERSISTENT_APP_MARKER} "
-                              f"-exec sha256sum {{}} \\;")
+        status, out = self.sh(f"cd {q} 2>/dev/null && find . -type f -exec sha256sum {{}} \\;")
         if status != 0:
             return {}
         out_tree = {}

@@ -5,7 +5,7 @@ with the client storing it for ArtifactInstall (`"download": "store"`)."""
 import pytest
 
 from bench import DEPENDS_UNMET_RE, host_device_paths_snapshot
-from scenarios.persistent_app import (APP, MODES, RELEASE_MARKER, content, deploy_rollback_commit,
+from scenarios.persistent_app import (APP, MODES, content, deploy_rollback_commit,
                                       refused_before_install)
 
 pytestmark = pytest.mark.bench

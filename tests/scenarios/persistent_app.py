@@ -28,7 +28,6 @@ APPS = "/data/apps"
 DEST = f"{APPS}/{APP}"
 STATE_DIR = "/data/mender-composable/persistent-app"
 JOURNAL = f"{STATE_DIR}/{APP}.json"
-RELEASE_MARKER = ".persistent-app-release"
 MODES = ("stream", "store")
 
 # The Go client copies each stderr line of a module into its log:
@@ -102,8 +101,9 @@ def manifest(root: Path) -> dict[str, tuple]:
 
 
 def content(m: dict[str, tuple]) -> dict[str, tuple]:
-    """What a source tree and its installed copy share: all but the tree root and the release marker."""
-    return {k: v for k, v in m.items() if k not in (".", RELEASE_MARKER)}
+    """What a source tree and its installed copy share: all but the tree root (the module writes
+    nothing into the tree, so a release marker of older module versions would show as a difference)."""
+    return {k: v for k, v in m.items() if k != "."}
 
 
 # -- artifacts -----------------------------------------------------------------------------------------

@@ -205,6 +205,11 @@ impl<T: Versioned> StateFile<T> {
         Ok(self.dir.reserve(self.spare(), spare_size(current))?)
     }
 
+    /// Removes the spare, keeping the file.
+    pub fn release(&self) -> Result<(), StateError> {
+        Ok(self.dir.remove_file(self.spare())?)
+    }
+
     /// Removes the file and its spare; a missing one is fine.
     pub fn remove(&self) -> Result<(), StateError> {
         self.dir.remove_file(&self.name)?;

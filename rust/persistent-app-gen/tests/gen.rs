@@ -183,7 +183,7 @@ fn the_module_accepts_the_meta_data_and_extracts_exactly_the_sources() {
         Durability::PerFile,
     );
     x.extract_tar(&tar[..]).unwrap();
-    x.finish(b"m").unwrap();
+    x.finish().unwrap();
     assert_eq!(
         fs::read(staging.join("bin/run")).unwrap(),
         b"#!/bin/sh\necho hi\n"

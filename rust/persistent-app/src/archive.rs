@@ -391,9 +391,10 @@ impl Extractor {
         Ok(())
     }
 
-    /// Checks the whole tree's links, writes the release marker, applies
-    /// directory modes and mtimes deepest first, and makes it all durable.
-    pub fn finish(self, marker: &[u8]) -> Result<Summary> {
+    /// Checks the whole tree's links, applies directory modes and mtimes
+    /// deepest first, and makes it all durable. Nothing but the payload is
+    /// written into the tree: the journal knows the tree by its inode.
+    pub fn finish(self) -> Result<Summary> {
         self.check_symlink_chains()?;
         if let Expect {
             entries: Some(want_entries),
@@ -409,18 +410,6 @@ impl Extractor {
                 });
             }
         }
-        let marker_path = self.root.join(RELEASE_MARKER);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&marker_path)
-            .map_err(|e| io_err(RELEASE_MARKER, "create", e))?;
-        f.write_all(marker)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io_err(RELEASE_MARKER, "write", e))?;
-
         let mut dirs: Vec<Rel> = self
             .nodes
             .iter()

@@ -4,6 +4,7 @@
 //! ArtifactInstall when the client stored the payloads) is the one
 //! operation that is not a plan step.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -12,15 +13,15 @@ use std::path::{Path, PathBuf};
 use mender_module_protocol::{
     signal, Download, FileTree, ModuleResult, Payload, Payloads, UpdateModule,
 };
+use module_kit::fs::{Dir, Exchanged, Kind};
+use module_kit::lock::ModuleLock;
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 
 use crate::archive::{Durability, Expect, Extractor};
 use crate::config::{self, Config, DownloadMode};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::fsops::{self, Exchanged, Kind};
-use crate::journal::{self, Journal, Phase};
+use crate::journal::{self, Journal, Journals, Phase};
 use crate::plan::{self, Action, Facts, JournalFacts, Refusal, Slot, Step, Tree};
 use crate::service::Systemctl;
 use crate::spec::{self, AppSpec, ArtifactFormat, RELEASE_MARKER};
@@ -100,7 +101,10 @@ struct CommunityStep<'a> {
     staging: &'a mut Option<(Target, Journal, Extractor)>,
 }
 
-/// One app's directories and journal.
+/// One app's directories and journal. The three directories are siblings
+/// in one parent, which every operation reaches through a directory held
+/// open below the allowed root (module_kit::fs): a directory on the way
+/// replaced by a symlink after Download is refused, never followed.
 #[derive(Debug, Clone)]
 struct Target {
     app: String,
@@ -110,31 +114,43 @@ struct Target {
     service: Option<String>,
     community: bool,
     journal_path: PathBuf,
+    /// The allowed root the destination lies in, and the parent's path
+    /// relative to it.
+    root: PathBuf,
+    parent: PathBuf,
 }
 
 impl Target {
     fn new(
-        config: &Config,
+        session: &Session,
         app: &str,
         dest: &Path,
         service: Option<String>,
         community: bool,
-    ) -> Target {
-        Target {
+    ) -> Result<Target> {
+        let root = session.root_of(dest)?;
+        let parent = dest
+            .parent()
+            .and_then(|p| p.strip_prefix(&root).ok())
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        Ok(Target {
             app: app.to_owned(),
             dest: dest.to_owned(),
-            staging: fsops::sibling(dest, ".", ".staging"),
-            previous: fsops::sibling(dest, ".", ".previous"),
+            staging: sibling(dest, ".", ".staging"),
+            previous: sibling(dest, ".", ".previous"),
             service,
             community,
-            journal_path: journal::path_for(&config.state_dir, app),
-        }
+            journal_path: session.journals.path(app),
+            root,
+            parent,
+        })
     }
 
     /// An app of our own format, as its meta-data describes it.
-    fn from_spec(config: &Config, spec: &AppSpec) -> Target {
+    fn from_spec(session: &Session, spec: &AppSpec) -> Result<Target> {
         Target::new(
-            config,
+            session,
             &spec.name,
             Path::new(&spec.dest),
             spec.service.clone(),
@@ -142,8 +158,8 @@ impl Target {
         )
     }
 
-    fn from_journal(config: &Config, j: &Journal) -> Target {
-        Target::new(config, &j.app, &j.dest, j.service.clone(), j.community)
+    fn from_journal(session: &Session, j: &Journal) -> Result<Target> {
+        Target::new(session, &j.app, &j.dest, j.service.clone(), j.community)
     }
 
     fn path(&self, slot: Slot) -> &Path {
@@ -153,41 +169,137 @@ impl Target {
             Slot::Previous => &self.previous,
         }
     }
+
+    /// The entry name of a slot in the parent directory.
+    fn name(&self, slot: Slot) -> &OsStr {
+        self.path(slot).file_name().unwrap_or(OsStr::new(""))
+    }
+
+    fn parent_path(&self) -> PathBuf {
+        self.root.join(&self.parent)
+    }
+
+    /// The parent directory, held open; None when it does not exist yet
+    /// (nothing of this app is there). A symlink or a file anywhere below
+    /// the allowed root on the way is refused.
+    fn open_parent(&self) -> Result<Option<Dir>> {
+        let root = match Dir::open(&self.root) {
+            Ok(root) => root,
+            Err(e) if e.source.raw_os_error() == Some(Errno::ENOENT as i32) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match root.open_dir(&self.parent) {
+            Ok(dir) => Ok(Some(dir)),
+            Err(e) if e.source.raw_os_error() == Some(Errno::ENOENT as i32) => Ok(None),
+            Err(e) => Err(self.refuse_path(e)),
+        }
+    }
+
+    /// The parent directory, created below the allowed root where missing.
+    fn create_parent(&self) -> Result<Dir> {
+        let root = Dir::open_or_create(&self.root)?;
+        root.create_dirs(&self.parent)
+            .map_err(|e| self.refuse_path(e))
+    }
+
+    fn refuse_path(&self, e: module_kit::fs::Error) -> Error {
+        let code = e.source.raw_os_error();
+        let crossing = [Errno::ELOOP, Errno::ENOTDIR, Errno::EXDEV, Errno::EEXIST]
+            .iter()
+            .any(|c| code == Some(*c as i32));
+        if crossing {
+            Error::Refused(format!(
+                "a symlink or a file is in the way of {} below {}; refusing to go through it \
+                 (move it away by hand)",
+                self.parent_path().display(),
+                self.root.display()
+            ))
+        } else {
+            e.into()
+        }
+    }
 }
 
-/// A state's run: the configuration and the module-wide lock.
+/// A state's run: the configuration, the journals and the module-wide lock.
 struct Session {
     config: Config,
     systemctl: Systemctl,
-    _lock: Flock<File>,
+    journals: Journals,
+    _lock: ModuleLock,
 }
 
 impl Session {
     fn open() -> Result<Session> {
         let config = Config::load()?;
-        let lock = lock(&config::lock_path())?;
+        let lock = module_kit::lock::acquire(&config::lock_path(), || {
+            crate::progress!("waiting for another persistent-app process to finish");
+        })?;
         Ok(Session {
+            journals: Journals::open(&config.state_dir)?,
             config,
             systemctl: Systemctl::new(),
             _lock: lock,
         })
     }
 
-    /// The allowed root `dest` lies in, after the confinement checks that
-    /// need the filesystem: no symlink or file on the way, none at `dest`.
-    fn confine(&self, dest: &str) -> Result<PathBuf> {
-        spec::check_allowed(dest, &self.config.allowed_roots)?;
-        let dest = Path::new(dest);
-        let root = self
+    /// The allowed root a destination lies in (the longest that holds it).
+    fn root_of(&self, dest: &Path) -> Result<PathBuf> {
+        spec::check_allowed(&dest.to_string_lossy(), &self.config.allowed_roots)?;
+        Ok(self
             .config
             .allowed_roots
             .iter()
             .filter(|r| dest.starts_with(r))
             .max_by_key(|r| r.as_os_str().len())
             .expect("check_allowed found a root")
-            .clone();
-        fsops::check_no_symlinks_below(&root, dest)?;
-        Ok(root)
+            .clone())
+    }
+
+    /// Everything Download checks about a destination before a byte is
+    /// written: allowed, clear of the module's state and of every other
+    /// app's directories, and no symlink or file below the allowed root on
+    /// the way or at it.
+    fn confine(&self, app: &str, dest: &str) -> Result<()> {
+        spec::check_allowed(dest, &self.config.allowed_roots)?;
+        let path = Path::new(dest);
+        let state = &self.config.state_dir;
+        if overlaps(path, state) {
+            return Err(Error::Refused(format!(
+                "destination {dest} overlaps the module's state directory {} (state_dir in the configuration); \
+                 install the app elsewhere",
+                state.display()
+            )));
+        }
+        for (jpath, j) in self.journals.scan()? {
+            if j.app == app {
+                continue;
+            }
+            let clash = if overlaps(path, &j.dest) {
+                Some("the directory of")
+            } else if path.starts_with(&j.staging) || path.starts_with(&j.previous) {
+                Some("a directory the module keeps for")
+            } else {
+                None
+            };
+            if let Some(what) = clash {
+                return Err(Error::Refused(format!(
+                    "destination {dest} overlaps {what} app {} ({}, journal {}); \
+                     give each app a directory of its own, beside the others",
+                    j.app,
+                    j.dest.display(),
+                    jpath.display()
+                )));
+            }
+        }
+        let target = Target::new(self, app, path, None, false)?;
+        if let Some(parent) = target.open_parent()? {
+            if parent.kind(target.name(Slot::Dest))? == Kind::Other {
+                return Err(Error::Refused(format!(
+                    "{dest} (the destination) is a symlink or a file, not a directory; refusing to install through it"
+                )));
+            }
+        }
+        Ok(())
     }
 
     // -- staging ------------------------------------------------------------
@@ -200,8 +312,8 @@ impl Session {
         let artifact = tree.artifact_name()?;
         match spec::parse_meta_data(&tree.meta_data()?)? {
             ArtifactFormat::Ours(spec) => {
-                self.confine(&spec.dest)?;
-                let target = Target::from_spec(&self.config, &spec);
+                self.confine(&spec.name, &spec.dest)?;
+                let target = Target::from_spec(self, &spec)?;
                 self.settle(&target, &artifact)?;
                 // The client's copy of the archive (content, a header per
                 // member, the end blocks) also lands on this filesystem
@@ -223,12 +335,12 @@ impl Session {
                 };
                 self.check_space(&target, bytes, spec.entries, &what)?;
                 crate::progress!(
-                    "persistent-app: {}: download mode \"store\": the client stores {} under files/; ArtifactInstall extracts it",
+                    "{}: download mode \"store\": the client stores {} under files/; ArtifactInstall extracts it",
                     spec.name, spec.archive
                 );
             }
             ArtifactFormat::Community => crate::progress!(
-                "persistent-app: download mode \"store\": the client stores the payload files under files/; ArtifactInstall installs them"
+                "download mode \"store\": the client stores the payload files under files/; ArtifactInstall installs them"
             ),
         }
         Ok(())
@@ -252,8 +364,8 @@ impl Session {
         mut payloads: Payloads,
         delivery: Delivery,
     ) -> Result<Journal> {
-        let root = self.confine(&spec.dest)?;
-        let target = Target::from_spec(&self.config, spec);
+        self.confine(&spec.name, &spec.dest)?;
+        let target = Target::from_spec(self, spec)?;
         self.settle(&target, artifact)?;
         self.check_space(
             &target,
@@ -262,7 +374,6 @@ impl Session {
             &format!("payload {}", spec.archive),
         )?;
         let (mut journal, mut extractor) = self.begin_staging(
-            &root,
             &target,
             artifact,
             Expect {
@@ -365,9 +476,9 @@ impl Session {
             }
             io::copy(payload, &mut io::sink()).map_err(|e| Error::io("read payload", &name, e))?;
             let dest = spec::parse_community_dest(&content)?;
-            let root = self.confine(&dest)?;
             let app = spec::community_name(&dest);
-            let target = Target::new(&self.config, &app, Path::new(&dest), None, true);
+            self.confine(&app, &dest)?;
+            let target = Target::new(self, &app, Path::new(&dest), None, true)?;
             self.settle(&target, artifact)?;
             let known = match delivery {
                 Delivery::Stored { total } => total,
@@ -380,7 +491,7 @@ impl Session {
                 "the payload files",
             )?;
             let (journal, mut extractor) =
-                self.begin_staging(&root, &target, artifact, Expect::default())?;
+                self.begin_staging(&target, artifact, Expect::default())?;
             for (name, size) in step.pending.drain(..) {
                 let path = pending_dir.join(&name);
                 let mut file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
@@ -437,22 +548,9 @@ impl Session {
     /// Settles what earlier deployments left at this destination (the
     /// `Prepare` plan), refusing when another update there is unfinished.
     fn settle(&self, target: &Target, artifact: &str) -> Result<()> {
-        for (path, j) in journal::scan(&self.config.state_dir)? {
-            if j.app != target.app && j.dest == target.dest && j.phase.unfinished() {
-                return Err(Error::Refused(format!(
-                    "destination {} belongs to app {}, whose update {} is unfinished (journal {}, phase {}); \
-                     finish that deployment first",
-                    target.dest.display(),
-                    j.app,
-                    j.artifact,
-                    path.display(),
-                    j.phase.name()
-                )));
-            }
-        }
-        let mut journal = journal::load(&target.journal_path)?;
+        let mut journal = self.journals.load(&target.app)?;
         if let Some(j) = &journal {
-            let old = Target::from_journal(&self.config, j);
+            let old = Target::from_journal(self, j)?;
             self.execute(Action::Prepare, &old, &mut journal, artifact)?;
         }
         // The new destination's own leftovers, when the old journal named
@@ -463,7 +561,13 @@ impl Session {
     fn check_space(&self, target: &Target, bytes: u64, entries: u64, what: &str) -> Result<()> {
         let need = bytes.saturating_add(entries.saturating_mul(BYTES_PER_ENTRY));
         let need_inodes = entries + 1;
-        let (probe, available, available_inodes) = fsops::free_space(&target.staging)?;
+        // The parent's filesystem, or the allowed root's where the parent
+        // does not exist yet.
+        let (probe, dir) = match target.open_parent()? {
+            Some(parent) => (target.parent_path(), parent),
+            None => (target.root.clone(), Dir::open_or_create(&target.root)?),
+        };
+        let (available, available_inodes) = dir.free_space()?;
         // A filesystem that reports no inode accounting (some report 0 of 0).
         let inodes_ok = available_inodes >= need_inodes || available_inodes == 0;
         if need > available || !inodes_ok {
@@ -481,18 +585,15 @@ impl Session {
 
     fn begin_staging(
         &self,
-        root: &Path,
         target: &Target,
         artifact: &str,
         expect: Expect,
     ) -> Result<(Journal, Extractor)> {
-        let parent = target.dest.parent().unwrap_or(Path::new("/"));
-        fsops::ensure_dirs_below(root, parent)?;
-        let journal = Journal {
-            format: journal::FORMAT,
+        let parent = target.create_parent()?;
+        let mut journal = Journal {
             app: target.app.clone(),
             artifact: artifact.to_owned(),
-            token: new_token(),
+            token: module_kit::ids::new_id(16),
             dest: target.dest.clone(),
             staging: target.staging.clone(),
             previous: target.previous.clone(),
@@ -501,13 +602,15 @@ impl Session {
             service: target.service.clone(),
             service_was_active: false,
             community: target.community,
+            staged_ino: None,
         };
-        journal::save(&target.journal_path, &journal)?;
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&target.staging)
-            .map_err(|e| Error::io("create directory", &target.staging, e))?;
-        fsops::fsync_dir(parent)?;
+        self.journals.save(&journal)?;
+        // Room for the journal writes of a later rollback, taken while there
+        // is room: on a full data partition they must still succeed.
+        self.journals.reserve(&target.app)?;
+        let staging = target.name(Slot::Staging);
+        parent.mkdir(staging, 0o755)?;
+        journal.staged_ino = parent.dir_identity(staging)?.map(|id| id.ino);
         Ok((journal, Extractor::new(&target.staging, expect, DURABILITY)))
     }
 
@@ -519,21 +622,19 @@ impl Session {
         payload: &str,
         delivery: Delivery,
     ) -> Result<()> {
-        let summary = extractor
-            .finish(&journal.marker())
-            .map_err(|source| Error::Archive {
-                payload: payload.to_owned(),
-                source,
-            })?;
+        let summary = extractor.finish().map_err(|source| Error::Archive {
+            payload: payload.to_owned(),
+            source,
+        })?;
         fault::point("before-staged");
         journal.phase = Phase::Staged;
-        journal::save(&target.journal_path, journal)?;
+        self.journals.save(journal)?;
         let from = match delivery {
             Delivery::Streamed => "from the client's stream",
             Delivery::Stored { .. } => "from the payloads the client stored under files/",
         };
         crate::progress!(
-            "persistent-app: {}: staged {} ({} members, {} bytes) in {} {from}",
+            "{}: staged {} ({} members, {} bytes) in {} {from}",
             target.app,
             journal.artifact,
             summary.entries,
@@ -549,7 +650,7 @@ impl Session {
         let artifact = tree.artifact_name()?;
         let target = self.resolve(tree, Action::Install, &artifact)?;
         let mut journal = match &target {
-            Some(t) => journal::load(&t.journal_path)?,
+            Some(t) => self.journals.load(&t.app)?,
             None => None,
         };
         let ready = journal.as_ref().is_some_and(|j| {
@@ -561,7 +662,7 @@ impl Session {
             // The client stored the payloads instead of streaming them.
             let total = stored_total(tree)?;
             let staged = self.stage(tree, Payloads::stored(tree)?, Delivery::Stored { total })?;
-            let target = Target::from_journal(&self.config, &staged);
+            let target = Target::from_journal(self, &staged)?;
             journal = Some(staged);
             target
         } else {
@@ -576,7 +677,7 @@ impl Session {
         };
         self.execute(Action::Install, &target, &mut journal, &artifact)?;
         crate::progress!(
-            "persistent-app: {}: {} installed in {}",
+            "{}: {} installed in {}",
             target.app,
             artifact,
             target.dest.display()
@@ -594,9 +695,9 @@ impl Session {
             }
             return Ok(());
         };
-        let mut journal = journal::load(&target.journal_path)?;
+        let mut journal = self.journals.load(&target.app)?;
         let target = match &journal {
-            Some(j) => Target::from_journal(&self.config, j),
+            Some(j) => Target::from_journal(self, j)?,
             None => target,
         };
         let before = journal.as_ref().map(|j| j.phase);
@@ -613,11 +714,7 @@ impl Session {
                 Action::Failure | Action::Cleanup => "settled",
                 _ => "done",
             };
-            crate::progress!(
-                "persistent-app: {}: {what} ({})",
-                target.app,
-                target.dest.display()
-            );
+            crate::progress!("{}: {what} ({})", target.app, target.dest.display());
         }
         Ok(())
     }
@@ -635,24 +732,23 @@ impl Session {
         };
         match format {
             ArtifactFormat::Ours(spec) => {
-                let path = journal::path_for(&self.config.state_dir, &spec.name);
-                if let Some(j) = journal::load(&path)? {
-                    return Ok(Some(Target::from_journal(&self.config, &j)));
+                if let Some(j) = self.journals.load(&spec.name)? {
+                    return Ok(Some(Target::from_journal(self, &j)?));
                 }
-                match self.confine(&spec.dest) {
+                match self.confine(&spec.name, &spec.dest) {
                     Ok(_) => {}
                     Err(_) if lenient => return Ok(None),
                     Err(e) => return Err(e),
                 }
-                Ok(Some(Target::from_spec(&self.config, &spec)))
+                Ok(Some(Target::from_spec(self, &spec)?))
             }
             ArtifactFormat::Community => {
-                let scanned = journal::scan(&self.config.state_dir)?;
+                let scanned = self.journals.scan()?;
                 if let Some((_, j)) = scanned
                     .iter()
                     .find(|(_, j)| j.community && j.artifact == artifact)
                 {
-                    return Ok(Some(Target::from_journal(&self.config, j)));
+                    return Ok(Some(Target::from_journal(self, j)?));
                 }
                 let stored = tree.files_dir().join(spec::COMMUNITY_DEST_PAYLOAD);
                 match fs::read(&stored) {
@@ -663,13 +759,11 @@ impl Session {
                             Err(e) => return Err(e.into()),
                         };
                         let app = spec::community_name(&dest);
-                        Ok(Some(Target::new(
-                            &self.config,
-                            &app,
-                            Path::new(&dest),
-                            None,
-                            true,
-                        )))
+                        match Target::new(self, &app, Path::new(&dest), None, true) {
+                            Ok(t) => Ok(Some(t)),
+                            Err(_) if lenient => Ok(None),
+                            Err(e) => Err(e),
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                     Err(e) => Err(Error::io("read", &stored, e)),
@@ -696,7 +790,7 @@ impl Session {
                 signal::check()?;
                 if self.apply(step, target, journal)? == Exchanged::Unsupported {
                     crate::progress!(
-                        "persistent-app: {}: the filesystem cannot exchange directories atomically; \
+                        "{}: the filesystem cannot exchange directories atomically; \
                          using two renames (the journal covers the gap)",
                         target.app
                     );
@@ -715,13 +809,19 @@ impl Session {
         artifact: &str,
         atomic_exchange: bool,
     ) -> Result<Facts> {
-        if fsops::kind(&target.dest)? == Kind::Other {
-            return Err(Error::Refused(format!(
-                "{} is a symlink or a file, not a directory; move it away by hand",
-                target.dest.display()
-            )));
+        let parent = target.open_parent()?;
+        if let Some(p) = &parent {
+            if matches!(p.kind(target.name(Slot::Dest))?, Kind::File | Kind::Other) {
+                return Err(Error::Refused(format!(
+                    "{} is a symlink or a file, not a directory; move it away by hand",
+                    target.dest.display()
+                )));
+            }
         }
-        let token = journal.map(|j| j.token.as_str());
+        let fact = |slot: Slot| match &parent {
+            Some(p) => tree_fact(p, target.name(slot), journal),
+            None => Ok(Tree::Absent),
+        };
         let service = journal
             .and_then(|j| j.service.clone())
             .or_else(|| target.service.clone());
@@ -736,9 +836,9 @@ impl Session {
                 service_was_active: j.service_was_active,
                 same_artifact: j.artifact == artifact,
             }),
-            dest: tree_fact(&target.dest, token)?,
-            staging: tree_fact(&target.staging, token)?,
-            previous: tree_fact(&target.previous, token)?,
+            dest: fact(Slot::Dest)?,
+            staging: fact(Slot::Staging)?,
+            previous: fact(Slot::Previous)?,
             service_active,
             atomic_exchange,
         })
@@ -757,16 +857,27 @@ impl Session {
                 .or_else(|| target.service.clone())
                 .expect("the plan only controls a named unit")
         };
+        let parent = || -> Result<Dir> {
+            target.open_parent()?.ok_or_else(|| {
+                Error::Refused(format!(
+                    "{} disappeared while the app was being updated",
+                    target.parent_path().display()
+                ))
+            })
+        };
         match step {
-            Step::Remove(slot) => fsops::remove_tree(target.path(slot))?,
-            Step::Exchange(a, b) => return fsops::exchange(target.path(a), target.path(b)),
-            Step::Rename(a, b) => fsops::rename(target.path(a), target.path(b))?,
+            Step::Remove(slot) => parent()?.remove_tree(target.name(slot))?,
+            Step::Exchange(a, b) => return Ok(parent()?.exchange(target.name(a), target.name(b))?),
+            Step::Rename(a, b) => parent()?.rename(target.name(a), target.name(b))?,
             Step::Journal(phase) => {
                 let j = journal
                     .as_mut()
                     .expect("the plan writes a phase only with a journal");
                 j.phase = phase;
-                journal::save(&target.journal_path, j)?;
+                self.journals.save(j)?;
+                if phase == Phase::Committed {
+                    self.journals.release(&j.app)?;
+                }
             }
             Step::BeginSwap {
                 fresh_install,
@@ -778,10 +889,10 @@ impl Session {
                 j.phase = Phase::Swapping;
                 j.fresh_install = fresh_install;
                 j.service_was_active = service_was_active;
-                journal::save(&target.journal_path, j)?;
+                self.journals.save(j)?;
             }
             Step::ClearJournal => {
-                journal::clear(&target.journal_path)?;
+                self.journals.clear(&target.app)?;
                 *journal = None;
             }
             Step::StopService => self.systemctl.stop(&unit())?,
@@ -853,54 +964,52 @@ fn hold_open(payload: Payload<'_>) {
     std::mem::forget(payload);
 }
 
-/// What a directory holds: this install's tree when its release marker
-/// carries the journal's token.
-fn tree_fact(path: &Path, token: Option<&str>) -> Result<Tree> {
-    match fsops::kind(path)? {
-        Kind::Absent => return Ok(Tree::Absent),
-        Kind::Other => return Ok(Tree::Other),
-        Kind::Dir => {}
-    }
-    let Some(token) = token else {
+/// What `name` in the parent holds: this install's tree when it is the
+/// directory the journal recorded as staged (its inode), or, for a journal of
+/// format 1, when its release marker carries the journal's token.
+fn tree_fact(parent: &Dir, name: &OsStr, journal: Option<&Journal>) -> Result<Tree> {
+    let Some(identity) = parent.dir_identity(name)? else {
+        return Ok(match parent.kind(name)? {
+            Kind::Absent => Tree::Absent,
+            _ => Tree::Other,
+        });
+    };
+    let Some(j) = journal else {
         return Ok(Tree::Other);
     };
-    let marker = path.join(RELEASE_MARKER);
-    let mut content = String::new();
-    let read = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&marker)
-        .and_then(|f| f.take(4096).read_to_string(&mut content));
-    match read {
-        Ok(_) if journal::marker_token(&content) == Some(token) => Ok(Tree::New),
+    if let Some(ino) = j.staged_ino {
+        return Ok(if identity.ino == ino {
+            Tree::New
+        } else {
+            Tree::Other
+        });
+    }
+    let marker = parent
+        .open_dir(Path::new(name))
+        .and_then(|dir| dir.read(RELEASE_MARKER, 4096));
+    match marker {
+        Ok(Some(content))
+            if journal::marker_token(&String::from_utf8_lossy(&content))
+                == Some(j.token.as_str()) =>
+        {
+            Ok(Tree::New)
+        }
         _ => Ok(Tree::Other),
     }
 }
 
-fn lock(path: &Path) -> Result<Flock<File>> {
-    if let Some(dir) = path.parent() {
-        if !dir.is_dir() {
-            fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        }
-    }
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io("open lock file", path, e))?;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusive) {
-            Ok(lock) => return Ok(lock),
-            Err((f, Errno::EINTR)) => {
-                signal::check()?;
-                file = f;
-            }
-            Err((_, e)) => return Err(Error::io("lock", path, io::Error::from(e))),
-        }
-    }
+/// Whether one path is the other or lies below it (component-wise).
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// A sibling name: `/a/b` + (".", ".staging") → `/a/.b.staging`.
+fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
+    let name = path.file_name().unwrap_or(OsStr::new(""));
+    let mut s = OsString::from(prefix);
+    s.push(name);
+    s.push(suffix);
+    path.parent().unwrap_or(Path::new("/")).join(s)
 }
 
 /// Whether two paths (or their nearest existing ancestors) are on one
@@ -946,19 +1055,4 @@ fn stored_total(tree: &FileTree) -> Result<u64> {
             .len();
     }
     Ok(total)
-}
-
-/// A token no other install shares, so a tree can be told apart from an
-/// earlier install of an artifact with the same name.
-fn new_token() -> String {
-    let mut bytes = [0u8; 16];
-    let random = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if random.is_err() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mixed = now.as_nanos() ^ ((std::process::id() as u128) << 64);
-        bytes = mixed.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

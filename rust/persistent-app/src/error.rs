@@ -30,9 +30,6 @@ pub enum Error {
         source: ArchiveError,
     },
 
-    #[error("journal {}: {detail}", path.display())]
-    Journal { path: PathBuf, detail: String },
-
     #[error(
         "not enough space for {what} on the filesystem of {}: need {need} bytes and {need_inodes} inodes, \
          {available} bytes and {available_inodes} inodes are free (the current version stays until commit, \
@@ -59,6 +56,15 @@ pub enum Error {
 
     #[error(transparent)]
     Protocol(#[from] mender_module_protocol::Error),
+
+    #[error(transparent)]
+    Fs(#[from] module_kit::fs::Error),
+
+    #[error(transparent)]
+    State(#[from] module_kit::state_file::StateError),
+
+    #[error(transparent)]
+    Lock(#[from] module_kit::lock::LockError),
 }
 
 impl Error {

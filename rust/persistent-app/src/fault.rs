@@ -1,10 +1,9 @@
-//! Fault injection for the crash-safety tests.
-//!
-//! Compiled in only with the `fault-injection` feature (test builds).
-//! `PERSISTENT_APP_FAULT=POINT` kills the process with SIGKILL the first time
-//! it passes POINT, `POINT#N` the N-th time, so a test can stop the module at
-//! every step of every state and check what a fresh process makes of it.
-//! Without the feature every call compiles to nothing.
+//! Fault injection for the crash-safety tests, with module_kit::fault:
+//! `PERSISTENT_APP_FAULT=<State>:<point>[:<n>]` (`*` for any state) kills the
+//! process with SIGKILL the n-th time it passes the point, so a test can stop
+//! the module at every step of every state and check what a fresh process
+//! makes of it. Compiled in only with the `fault-injection` feature (test
+//! builds); without it every call compiles to nothing.
 
 /// Every point the module passes, for tests that walk them all.
 pub const POINTS: &[&str] = &[
@@ -28,32 +27,8 @@ pub const POINTS: &[&str] = &[
     "start-service",
 ];
 
+/// The variable that names the fault to inject (module_kit::fault's syntax,
+/// `<State>:<point>[:<n>]`, `*` for any state).
 pub const ENV: &str = "PERSISTENT_APP_FAULT";
 
-#[cfg(feature = "fault-injection")]
-pub fn point(name: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-
-    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    static HITS: AtomicU64 = AtomicU64::new(0);
-
-    let target = TARGET.get_or_init(|| {
-        let spec = std::env::var(ENV).ok()?;
-        let (point, n) = match spec.split_once('#') {
-            Some((p, n)) => (p.to_owned(), n.parse().ok()?),
-            None => (spec, 1),
-        };
-        Some((point, n))
-    });
-    if let Some((point, n)) = target {
-        if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            crate::progress!("persistent-app: fault injected at {name}#{n}");
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGKILL);
-        }
-    }
-}
-
-#[cfg(not(feature = "fault-injection"))]
-#[inline(always)]
-pub fn point(_name: &str) {}
+pub use module_kit::fault::point;

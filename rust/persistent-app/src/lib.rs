@@ -11,7 +11,6 @@ pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod fault;
-pub mod fsops;
 pub mod journal;
 pub mod pack;
 pub mod plan;

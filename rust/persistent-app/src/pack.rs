@@ -328,7 +328,7 @@ mod tests {
             Durability::PerFile,
         );
         x.extract_tar(&tar[..]).unwrap();
-        x.finish(b"m").unwrap();
+        x.finish().unwrap();
         assert_eq!(fs::read_to_string(out.join("etc/y")).unwrap(), "yy");
         assert_eq!(fs::metadata(out.join("z2")).unwrap().nlink(), 2);
     }

@@ -8,13 +8,14 @@
 
 use std::fmt;
 
-/// Writes `line` and a newline to stderr in one piece; errors writing to
-/// stderr are ignored, as `eprintln!` would panic on them instead.
+/// Writes `persistent-app: <line>` and a newline to stderr in one piece,
+/// printable and bounded (module_kit::log); errors writing to stderr are
+/// ignored, as `eprintln!` would panic on them instead.
 pub fn line(args: fmt::Arguments<'_>) {
-    mender_module_protocol::stderr_line(args);
+    module_kit::log::line("persistent-app", args);
 }
 
-/// `progress!("persistent-app: {app}: ...")`: one line on stderr, whole.
+/// `progress!("{app}: ...")`: one line `persistent-app: {app}: ...` on stderr, whole.
 #[macro_export]
 macro_rules! progress {
     ($($arg:tt)*) => {

@@ -62,7 +62,7 @@ impl Systemctl {
     }
 
     pub fn stop(&self, unit: &str) -> Result<()> {
-        crate::progress!("persistent-app: stopping {unit}");
+        crate::progress!("stopping {unit}");
         let out = self.run(unit, &["stop"])?;
         if !out.status.success() {
             return Err(Error::Service {
@@ -77,7 +77,7 @@ impl Systemctl {
     /// Starts the unit and waits until it is active: a unit that fails or
     /// stays down past the timeout fails the state, and the client rolls back.
     pub fn start_and_wait(&self, unit: &str, timeout: Duration) -> Result<()> {
-        crate::progress!("persistent-app: starting {unit}");
+        crate::progress!("starting {unit}");
         // --no-block: a unit whose start hangs must not hang the module past
         // our own timeout.
         let out = self.run(unit, &["start", "--no-block"])?;

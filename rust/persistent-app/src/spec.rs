@@ -201,6 +201,9 @@ pub fn check_dest(dest: &str) -> Result<(), SpecError> {
     if dest.contains('\0') {
         return bad("it contains a NUL byte");
     }
+    if dest.chars().any(char::is_control) {
+        return bad("it contains a control character");
+    }
     if dest == "/" {
         return bad("it is the root directory");
     }

@@ -1,5 +1,5 @@
 //! Power cuts, simulated by SIGKILL at every fault point the module passes
-//! (`PERSISTENT_APP_FAULT=POINT#N`, compiled into test builds only), then the
+//! (`PERSISTENT_APP_FAULT=*:POINT:N`, compiled into test builds only), then the
 //! client's recovery in fresh processes. The app tree must end up exactly as
 //! one of the two versions, never a mix: the old one after an interrupted
 //! install or rollback, the new one after an interrupted commit run again.
@@ -45,7 +45,7 @@ fn killed(d: &Driver) -> bool {
 
 fn faulty(s: &Sandbox, flavor: Flavor, point: &str, n: usize) -> Driver {
     let mut d = s.driver(flavor);
-    d.env("PERSISTENT_APP_FAULT", format!("{point}#{n}"));
+    d.env("PERSISTENT_APP_FAULT", format!("*:{point}:{n}"));
     d
 }
 

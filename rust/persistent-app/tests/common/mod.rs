@@ -100,9 +100,11 @@ impl Sandbox {
 
     /// Every file in the state directory.
     pub fn journals(&self) -> Vec<String> {
+        // Hidden names are the journals' spares (module_kit::state_file).
         let mut v: Vec<String> = fs::read_dir(self.state())
             .map(|it| {
                 it.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
                     .collect()
             })
             .unwrap_or_default();
