@@ -25,9 +25,16 @@ impl Sandbox {
     pub fn new(name: &str) -> Sandbox {
         let dir = std::env::temp_dir().join(format!("pa-it-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        Sandbox::at(&dir)
+    }
+
+    /// A sandbox in `dir`, which may be a mount point of the test's own.
+    pub fn at(dir: &Path) -> Sandbox {
         fs::create_dir_all(dir.join("apps")).unwrap();
         fs::create_dir_all(dir.join("src")).unwrap();
-        let s = Sandbox { dir };
+        let s = Sandbox {
+            dir: dir.to_owned(),
+        };
         s.configure(None);
         s
     }
