@@ -219,23 +219,28 @@ impl<T: Versioned> StateFile<T> {
 }
 
 /// A serde error without the value that caused it: state and configuration
-/// files may hold secrets, and no value from them may reach a log.
+/// files may hold secrets, and no value from them may reach a log. Keys
+/// (field names) are the file's schema and are kept.
 pub fn describe(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    // serde_json's messages quote the offending value after "invalid type:"
-    // or "invalid value:"; keep what was expected and where.
-    let kind = if text.starts_with("missing field")
-        || text.starts_with("unknown field")
-        || text.starts_with("duplicate field")
-    {
-        text.split(" at line ").next().unwrap_or("").to_owned()
-    } else if let Some(expected) = text.split(", expected ").nth(1) {
-        let expected = expected.split(" at line ").next().unwrap_or("");
-        format!("a value of the wrong type or range, expected {expected}")
-    } else {
-        "invalid".to_owned()
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io | Category::Syntax | Category::Eof => "not valid JSON".to_owned(),
+        Category::Data => {
+            let text = e.to_string();
+            let text = text.split(" at line ").next().unwrap_or("");
+            if text.starts_with("missing field")
+                || text.starts_with("unknown field")
+                || text.starts_with("duplicate field")
+            {
+                text.to_owned()
+            } else if let Some(expected) = text.split(", expected ").nth(1) {
+                format!("a value of the wrong type or range, expected {expected}")
+            } else {
+                "a value of the wrong type or range".to_owned()
+            }
+        }
     };
-    format!("{kind} (line {}, column {})", e.line(), e.column())
+    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 #[cfg(test)]

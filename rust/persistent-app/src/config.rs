@@ -31,7 +31,20 @@ pub struct Config {
     pub service_start_timeout_seconds: u64,
     /// `"stream"` (default) or `"store"`.
     pub download: DownloadMode,
+    /// The systemd units an artifact may have the module stop and start:
+    /// names, or prefixes ending in `*` (`"app-*"`). Empty (the default):
+    /// any unit but the Mender client's own.
+    pub allowed_services: Vec<String>,
 }
+
+/// The Mender client's own units (Go 3.x, C++ 4.x/5.x): stopping one would
+/// end the deployment that stops it. Refused whatever `allowed_services`.
+pub const CLIENT_UNITS: &[&str] = &[
+    "mender-client.service",
+    "mender-updated.service",
+    "mender-authd.service",
+    "mender-connect.service",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -40,6 +53,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/data/mender-composable/persistent-app"),
             service_start_timeout_seconds: 30,
             download: DownloadMode::Stream,
+            allowed_services: Vec::new(),
         }
     }
 }
@@ -48,10 +62,7 @@ impl Config {
     /// Loads the file named by the environment or the default path; a missing
     /// file means the defaults.
     pub fn load() -> Result<Config, Error> {
-        let path = std::env::var_os(PATH_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
-        Config::load_from(&path)
+        Config::load_from(&path())
     }
 
     pub fn load_from(path: &Path) -> Result<Config, Error> {
@@ -60,9 +71,10 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(Error::io("read", path, e)),
         };
+        // No value of the file in the message: configurations may hold secrets.
         let config: Config = serde_json::from_str(&text).map_err(|e| Error::Config {
             path: path.to_owned(),
-            detail: e.to_string(),
+            detail: module_kit::state_file::describe(&e),
         })?;
         config.validate().map_err(|detail| Error::Config {
             path: path.to_owned(),
@@ -94,12 +106,61 @@ impl Config {
         if self.service_start_timeout_seconds == 0 {
             return Err("service_start_timeout_seconds must be at least 1".into());
         }
+        for (i, entry) in self.allowed_services.iter().enumerate() {
+            let stem = entry.strip_suffix('*').unwrap_or(entry);
+            let ok = !stem.is_empty()
+                && !stem.contains('*')
+                && stem
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@:\\".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "allowed_services entry {i} is neither a unit name nor a prefix ending in '*' \
+                     (letters, digits and - _ . @ : \\ only), e.g. \"app-*\""
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether an artifact may name `unit` (see `allowed_services`); the
+    /// reason when not, naming the rule.
+    pub fn check_service(&self, unit: &str) -> Result<(), String> {
+        if CLIENT_UNITS.contains(&unit) {
+            return Err(format!(
+                "service {unit} is the Mender client's own unit: stopping it would end the deployment \
+                 that stops it; name the app's own unit"
+            ));
+        }
+        let allowed = self.allowed_services.is_empty()
+            || self
+                .allowed_services
+                .iter()
+                .any(|entry| match entry.strip_suffix('*') {
+                    Some(prefix) => unit.starts_with(prefix),
+                    None => unit == entry,
+                });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "service {unit} is not allowed on this device: allowed_services in {} permits only {}",
+                path().display(),
+                self.allowed_services.join(", ")
+            ))
+        }
     }
 
     pub fn service_timeout(&self) -> Duration {
         Duration::from_secs(self.service_start_timeout_seconds)
     }
+}
+
+/// The configuration file: the environment's, else [`DEFAULT_PATH`].
+pub fn path() -> PathBuf {
+    std::env::var_os(PATH_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
 pub fn lock_path() -> PathBuf {
@@ -150,6 +211,39 @@ mod tests {
     }
 
     #[test]
+    fn the_unit_policy_allows_names_and_prefixes_and_never_the_clients_own_units() {
+        let any = Config::default();
+        assert_eq!(any.check_service("demo.service"), Ok(()));
+        assert_eq!(any.check_service("sshd.service"), Ok(()));
+        for unit in CLIENT_UNITS {
+            let e = any.check_service(unit).unwrap_err();
+            assert!(e.contains("the Mender client's own unit"), "{e}");
+        }
+        let tight = load(r#"{"allowed_services": ["app-*", "demo.service"]}"#).unwrap();
+        assert_eq!(tight.check_service("app-web.service"), Ok(()));
+        assert_eq!(tight.check_service("demo.service"), Ok(()));
+        let e = tight.check_service("sshd.service").unwrap_err();
+        assert!(
+            e.contains("service sshd.service is not allowed on this device: allowed_services in"),
+            "{e}"
+        );
+        assert!(e.ends_with("permits only app-*, demo.service"), "{e}");
+        assert!(tight.check_service("mender-updated.service").is_err());
+        for bad in [r#"["*"]"#, r#"["a*b*"]"#, r#"[""]"#, r#"["x y"]"#] {
+            let e = load(&format!(r#"{{"allowed_services": {bad}}}"#)).unwrap_err();
+            assert!(e.contains("allowed_services entry 0"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn no_value_of_the_file_reaches_the_message() {
+        let err = load(r#"{"state_dir": "/x", "service_start_timeout_seconds": "s3cr3t-value"}"#)
+            .unwrap_err();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(err.contains("expected u64"), "{err}");
+    }
+
+    #[test]
     fn bad_files_are_refused_with_the_path_and_the_reason() {
         for (text, want) in [
             (r#"{"allowed_root": []}"#, "unknown field"),
@@ -160,9 +254,9 @@ mod tests {
             (r#"{"service_start_timeout_seconds": 0}"#, "at least 1"),
             (
                 r#"{"download": "copy"}"#,
-                "unknown variant `copy`, expected `stream` or `store`",
+                "a value of the wrong type or range, expected `stream` or `store` (line 1, column 19)",
             ),
-            ("{", "EOF"),
+            ("{", "not valid JSON (line 1, column 1)"),
         ] {
             let err = load(text).unwrap_err();
             assert!(

@@ -255,6 +255,15 @@ impl Session {
             .clone())
     }
 
+    /// The device's unit policy (allowed_services) for the unit the
+    /// artifact would have the module stop and start.
+    fn check_service(&self, spec: &AppSpec) -> Result<()> {
+        match &spec.service {
+            Some(unit) => self.config.check_service(unit).map_err(Error::Refused),
+            None => Ok(()),
+        }
+    }
+
     /// Everything Download checks about a destination before a byte is
     /// written: allowed, clear of the module's state and of every other
     /// app's directories, and no symlink or file below the allowed root on
@@ -313,6 +322,7 @@ impl Session {
         match spec::parse_meta_data(&tree.meta_data()?)? {
             ArtifactFormat::Ours(spec) => {
                 self.confine(&spec.name, &spec.dest)?;
+                self.check_service(&spec)?;
                 let target = Target::from_spec(self, &spec)?;
                 self.settle(&target, &artifact)?;
                 // The client's copy of the archive (content, a header per
@@ -365,6 +375,7 @@ impl Session {
         delivery: Delivery,
     ) -> Result<Journal> {
         self.confine(&spec.name, &spec.dest)?;
+        self.check_service(spec)?;
         let target = Target::from_spec(self, spec)?;
         self.settle(&target, artifact)?;
         self.check_space(

@@ -285,3 +285,41 @@ fn rollback_and_failure_succeed_on_a_data_partition_with_zero_free_bytes() {
         assert_eq!(s.unfinished_journals(), Vec::<String>::new(), "{flavor:?}");
     }
 }
+
+#[test]
+fn the_device_policy_refuses_a_unit_it_does_not_allow_and_the_clients_own_unit_in_download() {
+    let s = Sandbox::new("policy");
+    make_v1(&s.src("v1"));
+    let conf = serde_json::json!({
+        "allowed_roots": [s.root()],
+        "state_dir": s.state(),
+        "allowed_services": ["demo-*"],
+    });
+    fs::write(s.dir.join("persistent-app.conf"), conf.to_string()).unwrap();
+    refused_in_download(
+        &s,
+        &s.artifact("demo-1.0", &s.src("v1"), Some("sshd.service")),
+        "service sshd.service is not allowed on this device: allowed_services in",
+    );
+    refused_in_download(
+        &s,
+        &s.artifact("demo-1.0", &s.src("v1"), Some("mender-updated.service")),
+        "service mender-updated.service is the Mender client's own unit",
+    );
+    // What the policy allows installs as before.
+    let systemctl = s.dir.join("systemctl");
+    fs::write(
+        &systemctl,
+        "#!/bin/sh\n[ \"$1\" = is-active ] && echo active\nexit 0\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&systemctl)
+        .status()
+        .unwrap();
+    let mut d = s.driver(Flavor::Go3);
+    d.env("PERSISTENT_APP_SYSTEMCTL", &systemctl);
+    let r = d.install(&s.artifact("demo-1.0", &s.src("v1"), Some("demo-app.service")));
+    assert!(matches!(r, Ok(Installed::AwaitingCommit { .. })), "{r:?}");
+}
