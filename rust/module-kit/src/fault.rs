@@ -8,8 +8,9 @@
 //! `State` (`*` matches any state). The state is the one the protocol crate
 //! dispatched ([`mender_module_protocol::current_state`]).
 //!
-//! `<VAR>_TRACE=<file>` appends `<State>:<point>` to that file at every point
-//! reached, so a test run can list the (state, point) pairs it passed.
+//! `<VAR>_TRACE=<file>` appends `<State>:<point>:<pid>` to that file at every
+//! point reached, so a test run can list the (state, point) pairs it passed
+//! and how often each process passed them.
 //!
 //! Without the feature every point compiles to nothing: a shipped binary
 //! cannot be made to crash by its environment.
@@ -27,6 +28,10 @@ mod active {
         let _ = VAR.set(var);
     }
 
+    pub fn var() -> Option<&'static str> {
+        VAR.get().copied()
+    }
+
     pub fn point(name: &str) {
         let Some(var) = VAR.get() else {
             return;
@@ -40,7 +45,7 @@ mod active {
                 .append(true)
                 .open(trace)
             {
-                let _ = f.write_all(format!("{state}:{name}\n").as_bytes());
+                let _ = f.write_all(format!("{state}:{name}:{}\n", std::process::id()).as_bytes());
             }
         }
         let Ok(want) = std::env::var(var) else {
@@ -69,6 +74,20 @@ mod active {
 
 #[cfg(feature = "fault-injection")]
 pub use active::{init, point};
+
+/// Test builds only: `<VAR>_NO_EXCHANGE` set makes [`crate::fs::Dir::exchange`]
+/// answer as a filesystem without `RENAME_EXCHANGE` does, so the tests reach
+/// the non-atomic fallback on any filesystem.
+#[cfg(feature = "fault-injection")]
+pub fn exchange_disabled() -> bool {
+    active::var().is_some_and(|v| std::env::var_os(format!("{v}_NO_EXCHANGE")).is_some())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn exchange_disabled() -> bool {
+    false
+}
 
 /// Names the variable that holds the fault to inject (nothing without the
 /// `fault-injection` feature).

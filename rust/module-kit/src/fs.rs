@@ -424,6 +424,9 @@ impl Dir {
         let (a, b) = (a.as_ref(), b.as_ref());
         check_name(a).map_err(|e| err("exchange", self.display(a), e))?;
         check_name(b).map_err(|e| err("exchange", self.display(b), e))?;
+        if fault::exchange_disabled() {
+            return Ok(Exchanged::Unsupported);
+        }
         match renameat2_exchange(self.as_fd(), a, b) {
             Ok(()) => {}
             Err(Errno::EINVAL) | Err(Errno::ENOSYS) => return Ok(Exchanged::Unsupported),
