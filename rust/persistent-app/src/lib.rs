@@ -6,9 +6,10 @@
 //! The library is shared with the host generator, which uses only [`spec`]:
 //! the artifact format and its validation live in one place.
 
+mod apply;
 pub mod archive;
+mod community;
 pub mod config;
-pub mod deploy;
 pub mod error;
 pub mod fault;
 pub mod journal;
@@ -17,6 +18,8 @@ pub mod plan;
 pub mod progress;
 pub mod service;
 pub mod spec;
+mod stage;
+mod states;
 
-pub use deploy::PersistentApp;
 pub use error::{Error, Result};
+pub use states::PersistentApp;
