@@ -270,7 +270,20 @@ impl Session {
                     return Ok(Some(Target::from_journal(self, j)?));
                 }
                 let stored = tree.files_dir().join(spec::COMMUNITY_DEST_PAYLOAD);
-                match fs::read(&stored) {
+                match fs::File::open(&stored).and_then(|f| {
+                    let mut content = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::Read::take(f, 4097), &mut content)
+                        .map(|_| content)
+                }) {
+                    Ok(content) if content.len() > 4096 => {
+                        if lenient {
+                            return Ok(None);
+                        }
+                        Err(Error::Payloads(
+                            "payload dest_dir is longer than 4096 bytes; it must hold only the destination directory"
+                                .into(),
+                        ))
+                    }
                     Ok(content) => {
                         let dest = match spec::parse_community_dest(&content) {
                             Ok(d) => d,

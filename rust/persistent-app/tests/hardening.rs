@@ -76,6 +76,7 @@ fn a_parent_replaced_by_a_symlink_after_download_stops_the_install_and_nothing_l
         "nothing may be written outside the allowed root"
     );
     assert!(!outside.join("demo-app").exists());
+    report_bad_input("a directory on the way replaced by a symlink after Download");
 }
 
 /// `depth` directories below `dir`, made relative to each other (the path is
@@ -142,13 +143,14 @@ fn a_tree_deeper_than_path_max_made_by_the_app_does_not_block_commit_rollback_or
     }
 }
 
-fn refused_in_download(s: &Sandbox, art: &Artifact, want: &str) {
+fn refused_in_download(s: &Sandbox, category: &str, art: &Artifact, want: &str) {
     let before = snapshot(&s.dir.join("apps"));
     let mut d = s.driver(Flavor::Go3);
     assert_eq!(d.install(art).unwrap(), Installed::NotModified);
     let line = error_line(&d, "Download");
     assert!(line.contains(want), "want {want:?} in {line}");
     assert_eq!(snapshot(&s.dir.join("apps")), before, "{want}");
+    report_bad_input(category);
 }
 
 #[test]
@@ -167,10 +169,16 @@ fn destinations_overlapping_another_app_or_the_state_are_refused_in_download() {
     d.commit().unwrap();
 
     let inside = artifact_for("demo-1.0", &s.src("v1"), &team.join("plugins"));
-    refused_in_download(&s, &inside, "overlaps the directory of app team");
+    refused_in_download(
+        &s,
+        "destination inside another app",
+        &inside,
+        "overlaps the directory of app team",
+    );
     let hidden = artifact_for("demo-1.0", &s.src("v1"), &s.root().join(".team.previous/x"));
     refused_in_download(
         &s,
+        "destination inside another app's previous version",
         &hidden,
         "overlaps a directory the module keeps for app team",
     );
@@ -182,10 +190,16 @@ fn destinations_overlapping_another_app_or_the_state_are_refused_in_download() {
     });
     fs::write(s.dir.join("persistent-app.conf"), conf.to_string()).unwrap();
     let state = artifact_for("demo-1.0", &s.src("v1"), &s.state().join("evil"));
-    refused_in_download(&s, &state, "overlaps the module's state directory");
+    refused_in_download(
+        &s,
+        "destination inside the module's state",
+        &state,
+        "overlaps the module's state directory",
+    );
     let parent_of_state = artifact_for("demo-1.0", &s.src("v1"), &s.dir.join("state"));
     refused_in_download(
         &s,
+        "destination around the module's state",
         &parent_of_state,
         "overlaps the module's state directory",
     );
@@ -201,7 +215,12 @@ fn a_destination_with_a_control_character_is_refused_in_download() {
     let art = Artifact::new("demo-1.0", "persistent-app")
         .meta_data(&meta)
         .payload(PayloadFile::bytes("app.tar", tar));
-    refused_in_download(&s, &art, "it contains a control character");
+    refused_in_download(
+        &s,
+        "destination with a control character",
+        &art,
+        "it contains a control character",
+    );
     let mut d = s.driver(Flavor::Go3);
     d.install(&art).unwrap();
     let line = error_line(&d, "Download");
@@ -298,11 +317,13 @@ fn the_device_policy_refuses_a_unit_it_does_not_allow_and_the_clients_own_unit_i
     fs::write(s.dir.join("persistent-app.conf"), conf.to_string()).unwrap();
     refused_in_download(
         &s,
+        "a unit the device policy does not allow",
         &s.artifact("demo-1.0", &s.src("v1"), Some("sshd.service")),
         "service sshd.service is not allowed on this device: allowed_services in",
     );
     refused_in_download(
         &s,
+        "the Mender client's own unit",
         &s.artifact("demo-1.0", &s.src("v1"), Some("mender-updated.service")),
         "service mender-updated.service is the Mender client's own unit",
     );

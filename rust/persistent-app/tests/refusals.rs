@@ -210,6 +210,112 @@ fn cases(s: &Sandbox) -> Vec<Case> {
             },
             "destination /etc/c is not strictly under an allowed root",
         ),
+        case(
+            "FIFO member",
+            crafted(s, |b| raw_member(b, "pipe", EntryType::Fifo, "", b"")),
+            "FIFOs are not allowed",
+        ),
+        case(
+            "the same member twice",
+            crafted(s, |b| {
+                raw_member(b, "x", EntryType::Regular, "", b"one");
+                raw_member(b, "x", EntryType::Regular, "", b"two");
+            }),
+            "appears twice",
+        ),
+        case(
+            "member below a file",
+            crafted(s, |b| {
+                raw_member(b, "f", EntryType::Regular, "", b"x");
+                raw_member(b, "f/x", EntryType::Regular, "", b"x");
+            }),
+            "its parent f is a file",
+        ),
+        case(
+            "hard link to a member not yet written",
+            crafted(s, |b| {
+                raw_member(b, "h", EntryType::Link, "later", b"");
+                raw_member(b, "later", EntryType::Regular, "", b"x");
+            }),
+            "hard link target later is not a regular file extracted before it",
+        ),
+        case(
+            "symlinks escaping through each other",
+            crafted(s, |b| {
+                raw_member(b, "d/", EntryType::Directory, "", b"");
+                raw_member(b, "d/up", EntryType::Symlink, "..", b"");
+                raw_member(b, "d/out", EntryType::Symlink, "up/..", b"");
+            }),
+            "leaves the tree through the links it passes",
+        ),
+        case(
+            "corrupt tar header",
+            {
+                let mut bad = tar.clone();
+                bad[148] ^= 0x01; // the first member's checksum
+                let mut a = good.clone();
+                a.payloads = vec![PayloadFile::bytes("app.tar", bad)];
+                a
+            },
+            "archive",
+        ),
+        case(
+            "meta-data that is not an object",
+            with_meta(&good, |m| m["persistent-app"] = json!(["x"])),
+            "persistent-app",
+        ),
+        case(
+            "meta-data without a destination",
+            with_meta(&good, |m| {
+                m["persistent-app"].as_object_mut().unwrap().remove("dest");
+            }),
+            "missing field `dest`",
+        ),
+        case(
+            "archive name with a slash",
+            with_meta(&good, |m| {
+                m["persistent-app"]["archive"] = json!("a/app.tar")
+            }),
+            "archive",
+        ),
+        case(
+            "destination with a control character",
+            with_meta(&good, |m| {
+                m["persistent-app"]["dest"] = json!(format!("{}/demo\u{1b}[2J", s.root().display()))
+            }),
+            "it contains a control character",
+        ),
+        case(
+            "the Mender client's own unit",
+            with_meta(&good, |m| {
+                m["persistent-app"]["service"] = json!("mender-updated.service")
+            }),
+            "is the Mender client's own unit",
+        ),
+        case(
+            "destination inside another app",
+            with_meta(&good, |m| {
+                m["persistent-app"]["dest"] = json!(format!("{}/team/plugins", s.root().display()))
+            }),
+            "overlaps the directory of app team",
+        ),
+        case(
+            "destination inside another app's previous version",
+            with_meta(&good, |m| {
+                m["persistent-app"]["dest"] =
+                    json!(format!("{}/.team.previous/x", s.root().display()))
+            }),
+            "overlaps a directory the module keeps for app team",
+        ),
+        case(
+            "community dest_dir longer than 4096 bytes",
+            {
+                let mut a = Artifact::new("c", "persistent-app");
+                a.payloads = vec![PayloadFile::bytes("dest_dir", "/".repeat(5000))];
+                a
+            },
+            "longer than 4096 bytes",
+        ),
     ];
     let linked = s.root().join("linked");
     v.push(case(
@@ -244,7 +350,27 @@ fn refused_and_nothing_left(download: Option<&str>) {
         d.install(&s.artifact("demo-1.0", &s.src("v1"), None))
             .unwrap();
         d.commit().unwrap();
+        // Another app beside it, whose directories others must keep out of.
+        let (team_tar, mut team) = pack(&s.src("v1"), &s.root().join("team"), None);
+        team.name = "team".into();
+        d.install(
+            &Artifact::new("team-1.0", "persistent-app")
+                .meta_data(&team.to_meta_data().to_string())
+                .payload(PayloadFile::bytes("app.tar", team_tar)),
+        )
+        .unwrap();
+        d.commit().unwrap();
         let before = manifest(&s.root()).below_top();
+        // The app's own commit tombstone goes with its next Download, refused
+        // or not (FORMAT.md); every other journal stays as it was.
+        let others = |s: &Sandbox| -> Vec<(String, String)> {
+            s.journals()
+                .into_iter()
+                .filter(|j| j != "demo-app.json")
+                .map(|j| (j.clone(), fs::read_to_string(s.state().join(&j)).unwrap()))
+                .collect()
+        };
+        let state_before = others(&s);
         for case in cases(&s) {
             d.clear_calls();
             let r = d.install(&case.artifact).unwrap();
@@ -277,6 +403,8 @@ fn refused_and_nothing_left(download: Option<&str>) {
                 s.unfinished_journals()
             );
             assert_eq!(fs::read_dir(s.dir.join("elsewhere")).unwrap().count(), 0);
+            assert_eq!(others(&s), state_before, "{flavor:?} {}", case.what);
+            report_bad_input(case.what);
         }
     }
 }

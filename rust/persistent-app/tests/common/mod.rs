@@ -346,7 +346,31 @@ pub fn error_line(d: &Driver, state_prefix: &str) -> String {
         "{}",
         errors[0]
     );
+    // Short and printable: it quotes names from the artifact, which must
+    // neither flood nor split or colour the deployment log.
+    assert!(
+        errors[0].len() <= 1100,
+        "{} bytes: {}",
+        errors[0].len(),
+        &errors[0][..200]
+    );
+    assert!(!errors[0].chars().any(char::is_control), "{:?}", errors[0]);
     errors[0].to_owned()
+}
+
+/// Records a category of bad input that a test has shown refused with one
+/// short line and nothing modified (`$BAD_INPUTS_REPORT`, for
+/// scripts/reliability-report).
+pub fn report_bad_input(category: &str) {
+    if let Some(path) = std::env::var_os("BAD_INPUTS_REPORT") {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "persistent-app: {category}").unwrap();
+    }
 }
 
 /// A tar header with raw name bytes, for archives no sane writer produces.
