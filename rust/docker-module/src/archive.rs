@@ -152,26 +152,33 @@ fn corrupt(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Archive-controlled bytes for a message: at most `max` characters, control
-/// and non-UTF-8 bytes escaped, quoted, with the full length when cut.
-pub fn shown(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::from("\"");
-    for (i, c) in text.chars().enumerate() {
+/// Archive-controlled bytes for a message: at most `max` characters, with
+/// everything but printable ASCII escaped (control characters, bidirectional
+/// overrides, invalid UTF-8 as U+FFFD), `…` where it was cut.
+pub fn printable(bytes: &[u8], max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in String::from_utf8_lossy(bytes).chars().enumerate() {
         if i == max {
-            out.push_str(&format!("…\" ({} bytes)", bytes.len()));
-            return out;
+            out.push('…');
+            break;
         }
-        // Printable ASCII as is; everything else (control characters,
-        // bidirectional overrides, invalid UTF-8 shown as U+FFFD) escaped.
         if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' {
             out.push(c);
         } else {
             out.extend(c.escape_default());
         }
     }
-    out.push('"');
     out
+}
+
+/// [`printable`], quoted, with the full length when cut.
+pub fn shown(bytes: &[u8], max: usize) -> String {
+    let text = printable(bytes, max);
+    if text.ends_with('…') {
+        format!("\"{text}\" ({} bytes)", bytes.len())
+    } else {
+        format!("\"{text}\"")
+    }
 }
 
 /// A numeric header field as Go's `archive/tar` reads it: base-256 when the

@@ -18,6 +18,7 @@ pub mod fsops;
 pub mod health;
 pub mod journal;
 pub mod labels;
+pub mod load_guard;
 pub mod lock;
 pub mod plan;
 pub mod states;
