@@ -21,6 +21,7 @@ pub mod labels;
 pub mod load_guard;
 pub mod lock;
 pub mod plan;
+pub mod policy;
 pub mod states;
 
 pub use states::DockerModule;
