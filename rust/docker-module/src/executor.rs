@@ -286,6 +286,7 @@ impl Deployer<'_> {
         // Refuse now what ArtifactInstall would refuse (a name in use by a
         // container the module does not manage, …): nothing has changed yet.
         let containers = self.engine.containers()?;
+        crate::policy::enforce(release, self.config, &containers)?;
         plan::install(release, "check", &containers)?;
         let (to_load, to_pull): (Vec<&ImageRef>, Vec<&ImageRef>) =
             missing.iter().partition(|i| i.inline);
@@ -612,6 +613,8 @@ impl Deployer<'_> {
             }
             _ => {}
         }
+        // The policy may have been tightened since Download.
+        crate::policy::enforce(release, self.config, &self.engine.containers()?)?;
         if let Some(source) = stored {
             self.load_inline(release, source)?;
         }
