@@ -54,7 +54,7 @@ def test_a_tightened_policy_refuses_in_download_with_one_line_and_nothing_change
          "at docker-stack.containers.web.devices[0] asks for host device /dev/mem",
          "policy.allowed_devices does not list it"),
         ("a bind of /", stack_meta("web", [container("web", v2, binds=["/:/host:ro"])]),
-         "at docker-stack.containers.web.binds[0] asks for a bind of /, which exposes the engine's socket",
+         "at docker-stack.containers.web.binds[0] asks for a bind of / that exposes the engine's socket",
          "policy.allow_engine_socket is false"),
         ("the engine's socket", stack_meta("web", [container("web", v2, binds=[f"{socket}:/var/run/docker.sock"])]),
          "asks for a bind of", "policy.allow_engine_socket is false"),

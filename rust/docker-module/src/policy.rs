@@ -303,7 +303,7 @@ pub fn check(release: &Release, policy: &Policy, socket: &str, host: &Host) -> R
                 if let Some(p) = paths.iter().find(|p| sockets.iter().any(|s| under(s, p))) {
                     return Err(refuse(
                         where_(),
-                        format!("a bind of {}, which exposes the engine's socket", shown(p)),
+                        format!("a bind of {} that exposes the engine's socket", shown(p)),
                         "policy.allow_engine_socket is false",
                     ));
                 }

@@ -225,7 +225,7 @@ fn the_engine_socket_is_refused_under_every_spelling_and_through_its_directories
     ] {
         let e = verdict(&stack(json!({"binds": [bad]})), &p).unwrap_err();
         assert!(
-            e.contains("which exposes the engine's socket"),
+            e.contains("that exposes the engine's socket"),
             "{bad}: {e}"
         );
         assert!(e.ends_with("policy.allow_engine_socket is false"), "{e}");
