@@ -17,7 +17,8 @@ import pytest
 
 import bench
 from docker_helpers import MODULE_BINARY, MODULE_PACKAGE, DockerDevice, container, module_errors, stack_meta
-from tar_craft import directory, end, gnu_long_name, header, member, members_of, pad, pax, reencode, symlink, write
+from tar_craft import (directory, end, gnu_long_name, header, huge_record, member, members_of, pax, reencode,
+                       symlink, write)
 from test_docker_inline import STACK, hand_made, local_image, save, tags
 
 pytestmark = pytest.mark.bench
@@ -154,3 +155,51 @@ def test_the_engine_ignores_oci_index_annotations_and_the_module_strips_them(air
 
     assert install.returncode == 0, install.stderr
     assert tags(device) == {VICTIM_TAG: holder}
+
+
+def test_a_gigabyte_tar_record_is_refused_at_its_header_with_flat_memory(airgapped, tmp_path):
+    """A 1 GiB GNU long-name record, and a 1 GiB PAX header, through the real client: the module
+    refuses at the header with one short line and its peak RSS (measured by /usr/bin/time around
+    the release binary) stays that of a small process. The client still streams the whole payload,
+    which the module reads to its end so that the Go client does not hang."""
+    device = airgapped
+    v2 = local_image(device, "demo/app:2", "2")
+    device.dockerd.docker("image", "rm", "-f", v2)
+    module = device.sandbox.dir / "modules" / "docker"
+    real = tmp_path / "mender-docker-module"
+    real.write_bytes(module.read_bytes())
+    real.chmod(0o755)
+    times = tmp_path / "time"
+    times.mkdir()
+    module.write_text(f'#!/bin/sh\nexec /usr/bin/time -v -o {times}/"$1".txt {real} "$@"\n')
+    module.chmod(0o755)
+    before = device.snapshot()
+    results = {}
+
+    for kind in (b"L", b"x"):
+        name = f"{STACK}-huge-{kind.decode()}"
+        (tmp_path / name).mkdir()
+        # NUL bytes: the artifact compresses to almost nothing; the module never looks at them.
+        payload = write(tmp_path / name / "images.tar", [huge_record(kind, 1 << 30, fill=b"\0")])
+        meta = stack_meta(STACK, [container("app", f"demo/app:x@{v2}")], inline={"images.tar": {"images": [v2]}})
+        artifact = bench.mender_artifact_write_module(
+            tmp_path / f"{name}.mender", type="docker", name=name, device_type=device.sandbox.device_type,
+            files=[payload], meta_data=meta, software_filesystem="data-partition", software_name=STACK,
+            software_version=name)
+        payload.unlink()
+
+        install = device.install(artifact, timeout=600)
+
+        errors = module_errors(install.stderr)
+        assert install.returncode != 0
+        assert len(errors) == 1 and "of 1073741824 bytes" in errors[0], errors
+        assert len(errors[0]) <= 300 and errors[0].isprintable(), errors[0]
+        report = (times / "Download.txt").read_text()
+        rss_kib = int(next(line for line in report.splitlines() if "Maximum resident set size" in line)
+                      .rsplit(":", 1)[1])
+        elapsed = next(line for line in report.splitlines() if "Elapsed (wall clock)" in line).rsplit(" ", 1)[1]
+        results[kind.decode()] = (rss_kib, elapsed, errors[0])
+        assert rss_kib < 32 * 1024, report
+        assert device.snapshot().images == before.images
+        artifact.unlink()
+    print(results)
