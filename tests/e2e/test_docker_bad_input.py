@@ -131,3 +131,63 @@ def test_credentials_in_a_configuration_others_can_read_are_refused(device):
     assert "chmod 600" in errors[0]
     assert "do-not-print" not in result.stderr + result.stdout
     assert device.snapshot().images == before.images and not device.snapshot().containers
+
+
+SECRET = "Sup3r-S3cret-pa55"
+NUMERIC_SECRET = "31415926535897"
+
+
+def _malformed_configurations(device) -> dict[str, tuple[str, str, str]]:
+    """Device configurations that are wrong in a way that a careless parser echoes: the text, the
+    secret it holds, and the key path the error must name."""
+    socket = json.dumps(str(device.dockerd.socket))
+    reg = json.dumps(device.registry.addr)
+    return {
+        "a password that is a number": (
+            f'{{"socket": {socket}, "registries": {{"fleet": {{"address": {reg}, "username": "u", '
+            f'"password": {NUMERIC_SECRET}}}}}}}', NUMERIC_SECRET, "registries.fleet.password"),
+        "a registry written as a string": (
+            f'{{"socket": {socket}, "registries": {{"fleet": "u:{SECRET}@{device.registry.addr}"}}}}',
+            SECRET, "registries.fleet"),
+        "a password in a list": (
+            f'{{"socket": {socket}, "registries": {{"fleet": {{"address": {reg}, "username": "u", '
+            f'"password": ["{SECRET}"]}}}}}}', SECRET, "registries.fleet.password"),
+        "a secret where a number belongs": (
+            f'{{"socket": {socket}, "settle_seconds": "{SECRET}"}}', SECRET, "settle_seconds"),
+        "a secret as the download mode": (
+            f'{{"socket": {socket}, "download": "{SECRET}"}}', SECRET, "download"),
+        "a secret as a relative socket path": (f'{{"socket": "{SECRET}"}}', SECRET, "socket"),
+        "a syntax error after the password": (
+            f'{{"socket": {socket}, "registries": {{"fleet": {{"address": {reg}, "username": "u", '
+            f'"password": "{SECRET}" "oops": 1}}}}}}', SECRET, "line 1"),
+    }
+
+
+def test_a_malformed_configuration_is_reported_once_without_any_value(device):
+    image = device.image("stacks/web", "1")
+    artifact = device.artifact("web-1", stack_meta("web", [container("web", image)]))
+    conf = device.sandbox.etc_mender / "docker-module.conf"
+    problems = []
+
+    for what, (text, secret, where) in _malformed_configurations(device).items():
+        conf.write_text(text)
+        conf.chmod(0o600)
+
+        result = device.install(artifact)
+
+        output = result.stdout + result.stderr
+        about_conf = [line for line in module_errors(result.stderr) if "docker-module.conf" in line]
+        if result.returncode == 0:
+            problems.append(f"{what}: installed")
+        if secret in output:
+            problems.append(f"{what}: the client's output shows the secret {output.count(secret)} time(s)")
+        # A file that is not JSON at all hides where the journal is, so the recovery state cannot
+        # look for an update to undo and fails too (without any value); any other mistake is in a
+        # key that Cleanup does not need, and is reported once.
+        lines = 2 if "syntax" in what else 1
+        if len(about_conf) != lines or not all(where in line for line in about_conf):
+            problems.append(f"{what}: want {lines} error line(s) naming {where!r}, got {about_conf}")
+        if device.snapshot().containers:
+            problems.append(f"{what}: the engine's state changed")
+
+    assert not problems, "\n".join(problems)

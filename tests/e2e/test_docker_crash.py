@@ -6,7 +6,11 @@ containers running under the same names, nothing of the failed release left, the
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+import bench
 
 from docker_helpers import (
     DockerDevice,
@@ -145,3 +149,57 @@ def test_sigkill_in_cleanup_after_a_commit_is_finished_by_the_next_deployment(cr
     assert device.image_present(v3) and device.image_present(v4)
     assert device.journal("web")["current"]["artifact"] == "web-4"
     assert device.journal("web")["previous"]["artifact"] == "web-3"
+
+
+# Around an inline load: the journal write before it, inside the upload (the engine has part of the
+# archive), after the whole body went to the engine but before its answer (the engine finishes the
+# load on its own after the module died), after the answer, after the removal of what the load
+# added that the release does not list, and after the journal write that ends the load.
+LOAD_FAULTS = [
+    "Download:journal-load",
+    "Download:mid-load",
+    "Download:load-sent",
+    "Download:after-load",
+    "Download:after-remove-loaded",
+    "Download:journal-loaded",
+]
+
+
+def test_sigkill_around_an_inline_load_leaves_no_image_and_no_tag_behind(sandbox, dockerd, tmp_path):
+    """The archive holds the release's image and one more it does not list; both must be gone after
+    the client's Cleanup in a fresh process, whichever point the load was killed at."""
+    from test_docker_inline import STACK, hand_made, local_image, save, tags
+
+    device = DockerDevice(sandbox, dockerd, None, tmp_path / "work")
+    device.install_module(fault_binary())
+    device.configure()
+    v2 = local_image(device, "demo/app:2", "2")
+    # Large enough that the engine is still registering it when the client starts Cleanup after a
+    # kill at load-sent: the engine finishes a load whose client died.
+    extra = bench.make_busybox_image(device.dockerd, "demo/extra:1", cmd=["sleep", "3600"],
+                                     extra_files={"/blob": os.urandom(96 << 20)})
+    archive = device.workdir / "two.tar"
+    device.dockerd.docker("save", "-o", str(archive), "demo/app:2", "demo/extra:1")
+    device.dockerd.docker("image", "rm", "-f", v2, extra)
+    holder = local_image(device, "demo/app:2", "the user's own")
+    artifact = hand_made(device, f"{STACK}-2", archive, v2)
+    before = device.snapshot()
+    tags_before = tags(device)
+    problems: list[str] = []
+
+    for fault in LOAD_FAULTS:
+        result = device.install(artifact, env={"DOCKER_MODULE_FAULT": fault})
+        fired = any("fault injection: SIGKILL" in line for line in module_lines(result.stderr))
+        if result.returncode == 0 or not fired:
+            problems.append(f"{fault}: the fault did not fire or the client did not fail (exit {result.returncode})")
+        after = device.snapshot()
+        if after.images != before.images or tags(device) != tags_before:
+            problems.append(f"{fault}: images added {sorted(after.images - before.images)}, removed "
+                            f"{sorted(before.images - after.images)}; tags {tags(device)} (before: {tags_before})")
+            for image in after.images - before.images:
+                device.dockerd.docker("image", "rm", "-f", image, check=False)
+            device.dockerd.docker("tag", holder, "demo/app:2")
+        if (device.journal(STACK) or {}).get("update") is not None:
+            problems.append(f"{fault}: journal {device.journal(STACK)}")
+
+    assert not problems, "\n".join(problems)

@@ -127,9 +127,16 @@ impl Members {
                 path.display()
             );
         }
-        file.seek(SeekFrom::Start(0))?;
         let shown = path.display();
-        let not_tar = |e: io::Error| anyhow!("{shown} is not a readable tar archive: {e}");
+        check_headers(&mut file)
+            .map_err(|e| anyhow!("{shown} is not a readable tar archive: {e}"))?;
+        file.seek(SeekFrom::Start(0))?;
+        let not_tar = |e: io::Error| {
+            anyhow!(
+                "{shown} is not a readable tar archive: {}",
+                printable(&e.to_string(), 200)
+            )
+        };
         let mut archive = tar::Archive::new(file);
         let mut entries = BTreeMap::new();
         for entry in archive.entries_with_seek().map_err(not_tar)? {
@@ -147,12 +154,18 @@ impl Members {
                 continue;
             }
             if name.split('/').any(|c| c == "..") {
-                bail!("{shown}: member {raw:?} points outside the archive (`..`); export it again");
+                bail!(
+                    "{shown}: member {} points outside the archive (`..`); export it again",
+                    quoted(&raw)
+                );
             }
             let link = || -> Result<String> {
                 match entry.link_name().map_err(not_tar)? {
                     Some(target) => Ok(target.to_string_lossy().into_owned()),
-                    None => bail!("{shown}: link {raw:?} names no target; export it again"),
+                    None => bail!(
+                        "{shown}: link {} names no target; export it again",
+                        quoted(&raw)
+                    ),
                 }
             };
             let member = if kind.is_file() || kind.is_contiguous() {
@@ -177,8 +190,9 @@ impl Members {
                     format!("an entry of type {:?}", char::from(kind.as_byte()))
                 };
                 bail!(
-                    "{shown}: member {raw:?} is {what}; an image archive holds only files, \
-                     directories and links: export it again with docker save, skopeo or umoci"
+                    "{shown}: member {} is {what}; an image archive holds only files, \
+                     directories and links: export it again with docker save, skopeo or umoci",
+                    quoted(&raw)
                 );
             };
             entries.insert(name, member);
@@ -204,31 +218,46 @@ impl Members {
             match self.entries.get(at) {
                 Some(Source::Member(m)) => return Ok(m.clone()),
                 Some(Source::Hardlink(target)) => at = target,
-                None if at == name => bail!("{shown} has no {name}"),
+                None if at == name => bail!("{shown} has no {}", printable(name, 100)),
                 None => bail!(
-                    "{shown}: {name} is a hard link to {at}, which is not in the archive; \
-                     export it again"
+                    "{shown}: {} is a hard link to {}, which is not in the archive; \
+                     export it again",
+                    printable(name, 100),
+                    printable(at, 100)
                 ),
             }
         }
-        bail!("{shown}: the hard link {name} leads to itself; export it again")
+        bail!(
+            "{shown}: the hard link {} leads to itself; export it again",
+            printable(name, 100)
+        )
     }
 
     fn json(&mut self, name: &str) -> Result<Value> {
         let shown = self.path.display().to_string();
         let Member::File { offset, size } = self.carried(name)? else {
-            bail!("{shown}: {name} is not a file");
+            bail!("{shown}: {} is not a file", printable(name, 100));
         };
         if size > MAX_JSON {
-            bail!("{shown}: {name} is not a JSON file of at most {MAX_JSON} bytes");
+            bail!(
+                "{shown}: {} is not a JSON file of at most {MAX_JSON} bytes",
+                printable(name, 100)
+            );
         }
         let mut data = Vec::with_capacity(size as usize);
         self.file.seek(SeekFrom::Start(offset))?;
         (&mut self.file)
             .take(size)
             .read_to_end(&mut data)
-            .with_context(|| format!("cannot read {name} in {shown}"))?;
-        serde_json::from_slice(&data).map_err(|e| anyhow!("{shown}: {name} is not valid JSON: {e}"))
+            .with_context(|| format!("cannot read {} in {shown}", printable(name, 100)))?;
+        // serde's messages quote what they found: archive text, so bounded.
+        serde_json::from_slice(&data).map_err(|e| {
+            anyhow!(
+                "{shown}: {} is not valid JSON: {}",
+                printable(name, 100),
+                printable(&e.to_string(), 120)
+            )
+        })
     }
 
     fn require(&self, what: &str, name: &str) -> Result<()> {
@@ -236,11 +265,143 @@ impl Members {
             Ok(())
         } else {
             bail!(
-                "{}: {what} {name} is not in the archive; the archive is incomplete, export it again",
-                self.path.display()
+                "{}: {what} {} is not in the archive; the archive is incomplete, export it again",
+                self.path.display(),
+                printable(name, 100)
             )
         }
     }
+}
+
+/// Longest member name or link target (Linux's PATH_MAX).
+const MAX_NAME: u64 = 4096;
+/// Largest PAX extended header (all its records together).
+const MAX_PAX: u64 = 64 << 10;
+
+/// At most `max` characters of archive text for a message, everything but
+/// printable ASCII escaped, `…` where it was cut.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
+/// A member name (or other archive text) for a message, quoted.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", printable(text, 100))
+}
+
+/// Walks every header of the archive before the tar crate reads it, by the
+/// tar crate's own rules (which headers are extensions, a PAX `size`
+/// replacing the next member's, where the next header is), seeking over
+/// member data. The tar crate reads a GNU long-name or long-link record and
+/// a PAX header whole into memory before it hands out the member: one over
+/// [`MAX_NAME`] or [`MAX_PAX`] bytes is refused here, unread. So are GNU
+/// sparse members (refused below anyway; the crate would first read their
+/// chain of extension blocks). Anything the walk cannot read is left to the
+/// tar crate to report, from the first header it could not check on.
+fn check_headers(file: &mut File) -> Result<()> {
+    let octal = |field: &[u8]| -> Option<u64> {
+        let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
+        let text = std::str::from_utf8(&field[..end]).ok()?;
+        u64::from_str_radix(text.trim(), 8).ok()
+    };
+    let mut at = 0u64;
+    let mut pax_size: Option<u64> = None;
+    let mut h = [0u8; 512];
+    loop {
+        file.seek(SeekFrom::Start(at))?;
+        if read_up_to(file, &mut h)? < h.len() || h.iter().all(|b| *b == 0) {
+            return Ok(());
+        }
+        let sum: u64 = h[..148]
+            .iter()
+            .chain(&h[156..])
+            .map(|b| u64::from(*b))
+            .sum::<u64>()
+            + 256;
+        let size = if h[124] & 0x80 != 0 {
+            Some(
+                h[125..136]
+                    .iter()
+                    .fold(0u64, |v, b| (v << 8) | u64::from(*b)),
+            )
+        } else {
+            octal(&h[124..136])
+        };
+        let (Some(size), true) = (size, octal(&h[148..156]) == Some(sum)) else {
+            bail!("the tar header at byte {at} is corrupt (checksum or size); export it again");
+        };
+        let kind = h[156];
+        let recognised = &h[257..265] == b"ustar  \0" || &h[257..265] == b"ustar\x0000";
+        let extension = matches!(kind, b'L' | b'K' | b'x' | b'g');
+        let limit = match kind {
+            b'L' | b'K' => Some((MAX_NAME, "a GNU long-name record")),
+            b'x' | b'g' => Some((MAX_PAX, "a PAX extended header")),
+            _ => None,
+        };
+        if let Some((max, what)) = limit {
+            if size > max {
+                bail!(
+                    "{what} of {size} bytes at byte {at}; no path is longer than {MAX_NAME} bytes \
+                     nor a PAX header longer than {MAX_PAX}: the archive is crafted or corrupt"
+                );
+            }
+        }
+        if kind == b'S' {
+            bail!("the member at byte {at} is a sparse file; export the archive again");
+        }
+        let size = match pax_size {
+            Some(s) if !extension => s,
+            _ => size,
+        };
+        if !(recognised && matches!(kind, b'L' | b'K' | b'x')) {
+            pax_size = None;
+        }
+        if recognised && kind == b'x' {
+            let mut data = vec![0u8; size as usize];
+            let n = read_up_to(file, &mut data)?;
+            pax_size = pax_size_record(&data[..n]);
+        }
+        let padded = size
+            .checked_add(511)
+            .map(|s| s / 512 * 512)
+            .ok_or_else(|| anyhow!("the tar header at byte {at} has a size that overflows"))?;
+        at = at
+            .checked_add(512 + padded)
+            .ok_or_else(|| anyhow!("the tar header at byte {at} has a size that overflows"))?;
+    }
+}
+
+/// The `size` record of PAX data as the tar crate finds it: records are
+/// lines `<len> <key>=<value>`, read until the first malformed one.
+fn pax_size_record(data: &[u8]) -> Option<u64> {
+    for line in data.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            return None;
+        }
+        let space = line.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&line[..space]).ok()?.parse().ok()?;
+        if line.len() + 1 != len {
+            return None;
+        }
+        let record = &line[space + 1..];
+        let eq = record.iter().position(|b| *b == b'=')?;
+        if &record[..eq] == b"size" {
+            return std::str::from_utf8(&record[eq + 1..]).ok()?.parse().ok();
+        }
+    }
+    None
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
@@ -423,8 +584,9 @@ impl Archive {
                 .ok_or_else(|| anyhow!("{shown}: manifest.json[{i}] has no Config"))?;
             let id = config_id(&normalise(config)).ok_or_else(|| {
                 anyhow!(
-                    "{shown}: manifest.json[{i}].Config {config:?} is neither <sha256>.json nor \
-                     blobs/sha256/<sha256>, so the image ID is unknown"
+                    "{shown}: manifest.json[{i}].Config {} is neither <sha256>.json nor \
+                     blobs/sha256/<sha256>, so the image ID is unknown",
+                    quoted(config)
                 )
             })?;
             members.require("config", &normalise(config))?;
@@ -477,7 +639,10 @@ impl Archive {
                 .strip_prefix("sha256:")
                 .and_then(sha256_hex)
                 .ok_or_else(|| {
-                    anyhow!("{shown}: the {what} digest {digest:?} is not sha256:<64 hex digits>")
+                    anyhow!(
+                        "{shown}: the {what} digest {} is not sha256:<64 hex digits>",
+                        quoted(digest)
+                    )
                 })?;
             Ok((
                 format!("{prefix}blobs/sha256/{hex}"),
@@ -614,9 +779,11 @@ impl Archive {
                 dir = parent;
                 if let Some(Some(_)) = tree.insert(dir, None) {
                     bail!(
-                        "{}: {dir} is a file and also the directory of {name}; the archive is \
+                        "{}: {} is a file and also the directory of {}; the archive is \
                          corrupt, export it again",
-                        self.path.display()
+                        self.path.display(),
+                        printable(dir, 100),
+                        printable(name, 100)
                     );
                 }
             }

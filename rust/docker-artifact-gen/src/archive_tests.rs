@@ -733,3 +733,152 @@ fn names_are_normalised() {
     assert_eq!(repository_from("--Web_App 1.0--"), "web-app-1-0");
     assert_eq!(repository_from("___"), "image");
 }
+
+/// A `docker save` archive with, after its members, a header announcing
+/// `size` bytes of `kind` (GNU long name, PAX, …); the file is sparse, so
+/// the gigabyte costs no disk.
+fn with_huge_record(path: &Path, kind: u8, size: u64) {
+    docker_save(path, &format!("{A}.json"), &[]);
+    let mut bytes = fs::read(path).unwrap();
+    bytes.truncate(bytes.len() - 1024);
+    let mut h = tar::Header::new_gnu();
+    put(&mut h.as_old_mut().name, "././@LongLink");
+    h.set_entry_type(tar::EntryType::new(kind));
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    bytes.extend_from_slice(h.as_bytes());
+    fs::write(path, &bytes).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(bytes.len() as u64 + size.div_ceil(512) * 512 + 1024)
+        .unwrap();
+}
+
+fn short_and_printable(text: &str) {
+    assert!(text.len() <= 300, "{} bytes: {text}", text.len());
+    assert!(
+        text.chars()
+            .all(|c| c == ' ' || c == '…' || c.is_ascii_graphic()),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn a_gigabyte_long_name_or_pax_header_is_refused_at_its_header() {
+    let dir = TempDir::new("huge");
+    for kind in [b'L', b'K', b'x', b'g'] {
+        let src = dir.0.join("huge.tar");
+        with_huge_record(&src, kind, 1 << 30);
+        let started = std::time::Instant::now();
+        let e = err(&src, Kind::Docker);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{e}");
+        assert!(e.contains("of 1073741824 bytes at byte 3584"), "{e}");
+        short_and_printable(&e.replace(&dir.0.display().to_string(), "DIR"));
+    }
+}
+
+#[test]
+fn peak_memory_stays_flat_for_a_gigabyte_record() {
+    // Measured in a child process (this test binary again), so that other
+    // tests running beside do not count.
+    if std::env::var_os("DAG_ARCHIVE_RSS_CHILD").is_some() {
+        let dir = TempDir::new("rss");
+        for kind in [b'L', b'x'] {
+            let src = dir.0.join("huge.tar");
+            with_huge_record(&src, kind, 1 << 30);
+            let _ = Archive::read_one(&src, Kind::Docker);
+        }
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        println!("CHILD {hwm}");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "archive::tests::peak_memory_stays_flat_for_a_gigabyte_record",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DAG_ARCHIVE_RSS_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.split("CHILD VmHWM:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no measurement: {text}"));
+    eprintln!("peak RSS of the child: {kib} KiB");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+}
+
+#[test]
+fn archive_text_in_errors_is_short_and_escaped() {
+    let dir = TempDir::new("names");
+    let src = dir.0.join("names.tar");
+    let mut b = tar::Builder::new(File::create(&src).unwrap());
+    let long = format!("\u{1b}[31m{}/../../x", "n".repeat(3000));
+    extension(&mut b, b'x', "PaxHeaders/x", &pax("path", &long), false);
+    let mut h = tar::Header::new_ustar();
+    put(&mut h.as_old_mut().name, "x");
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &b""[..]).unwrap();
+    b.into_inner().unwrap();
+    let e = err(&src, Kind::Docker).replace(&dir.0.display().to_string(), "DIR");
+    assert!(e.contains("points outside the archive"), "{e}");
+    assert!(e.contains("\"\\u{1b}[31mnnn"), "{e}");
+    short_and_printable(&e);
+}
+
+#[test]
+fn a_pax_size_record_is_followed_as_the_tar_crate_follows_it() {
+    // The walk must find each header where the tar crate does, or a huge
+    // record behind a PAX size would pass unseen.
+    let dir = TempDir::new("pax-size");
+    let src = dir.0.join("pax.tar");
+    docker_save(&src, &format!("{A}.json"), &[]);
+    let mut bytes = fs::read(&src).unwrap();
+    bytes.truncate(bytes.len() - 1024);
+    let mut b = tar::Builder::new(Vec::new());
+    let body = pax("size", "5");
+    let mut x = tar::Header::new_ustar();
+    put(&mut x.as_old_mut().name, "PaxHeaders/extra");
+    x.set_entry_type(tar::EntryType::XHeader);
+    x.set_size(body.len() as u64);
+    x.set_mode(0o644);
+    x.set_cksum();
+    b.append(&x, body.as_slice()).unwrap();
+    let mut f = tar::Header::new_ustar();
+    put(&mut f.as_old_mut().name, "extra");
+    f.set_size(0);
+    f.set_mode(0o644);
+    f.set_cksum();
+    b.append(&f, &b""[..]).unwrap();
+    let mut more = b.into_inner().unwrap();
+    more.truncate(more.len() - 1024);
+    bytes.extend_from_slice(&more);
+    bytes.extend_from_slice(b"hello");
+    bytes.resize(bytes.len() + 507, 0);
+    let good = [bytes.clone(), vec![0u8; 1024]].concat();
+    fs::write(&src, &good).unwrap();
+    let a = Archive::read_one(&src, Kind::Docker).unwrap();
+    let out = dir.0.join("out.tar");
+    a.write_to(&out, 0).unwrap();
+    assert_eq!(member(&out, "extra"), b"hello");
+    // The same with a huge record behind it.
+    let mut h = tar::Header::new_gnu();
+    put(&mut h.as_old_mut().name, "././@LongLink");
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.set_size(1 << 30);
+    h.set_cksum();
+    bytes.extend_from_slice(h.as_bytes());
+    let len = bytes.len() as u64;
+    fs::write(&src, &bytes).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&src).unwrap();
+    f.set_len(len + (1 << 30) + 1024).unwrap();
+    let e = err(&src, Kind::Docker);
+    assert!(e.contains("of 1073741824 bytes"), "{e}");
+}

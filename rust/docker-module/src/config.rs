@@ -2,7 +2,8 @@
 //! `DOCKER_MODULE_CONF` names another file, for tests). Everything has a
 //! default, so a device without the file behaves like the old module's
 //! drop-in. Registry credentials live only here: never in an artifact, never
-//! in a log line.
+//! in a log line. No value of this file reaches a log line at all: a bad one
+//! is reported by its key and the kind of value the key takes.
 //!
 //! ```json
 //! {
@@ -14,18 +15,22 @@
 //!   "download": "stream",
 //!   "registries": {
 //!     "fleet": {"address": "registry.example.com:5000", "username": "device", "password": "…"}
-//!   }
+//!   },
+//!   "policy": {"allow_privileged": false, "allowed_bind_prefixes": ["/data/apps"]}
 //! }
 //! ```
+//!
+//! `policy` is described in [`crate::policy`].
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::engine::Credentials;
+use crate::policy::{self, Policy};
 
 pub const DEFAULT_PATH: &str = "/etc/mender/docker-module.conf";
 
@@ -47,33 +52,28 @@ pub struct Config {
     pub stop_timeout: Duration,
     pub download: DownloadMode,
     pub registries: BTreeMap<String, Credentials>,
+    /// What artifacts may ask of the host.
+    pub policy: Policy,
+    /// For the recovery states: a key they need only to reach the engine
+    /// was not valid. Reported if a recovery state has work for the engine.
+    pub unusable: Option<String>,
 }
 
 /// `"download"`: stream inline archives into the engine while they arrive,
 /// or let the client store them for ArtifactInstall.
 pub use mender_module_protocol::DownloadMode;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileFormat {
-    socket: Option<String>,
-    state_dir: Option<PathBuf>,
-    health_timeout_seconds: Option<u64>,
-    settle_seconds: Option<u64>,
-    stop_timeout_seconds: Option<u64>,
-    #[serde(default)]
-    download: DownloadMode,
-    #[serde(default)]
-    registries: BTreeMap<String, RegistryFormat>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegistryFormat {
-    address: String,
-    username: String,
-    password: String,
-}
+/// The top-level keys, in the order they are documented.
+const KEYS: &[&str] = &[
+    "socket",
+    "state_dir",
+    "health_timeout_seconds",
+    "settle_seconds",
+    "stop_timeout_seconds",
+    "download",
+    "registries",
+    "policy",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -100,6 +100,20 @@ impl Config {
             stop_timeout: Duration::from_secs(10),
             download: DownloadMode::Stream,
             registries: BTreeMap::new(),
+            policy: Policy::default(),
+            unusable: None,
+        }
+    }
+
+    /// The error a recovery state returns when it must reach the engine but
+    /// a key for that was not valid.
+    pub fn usable(&self) -> Result<(), ConfigError> {
+        match &self.unusable {
+            Some(detail) => Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -114,11 +128,19 @@ impl Config {
     /// For the states that only put things back (rollback, failure, cleanup,
     /// commit): they never pull, so credentials are dropped unread and a
     /// file others can read does not stop them from restoring the device.
+    /// They read only `state_dir` (to find the journal) strictly; `socket`
+    /// and `stop_timeout_seconds` are needed only when there is something to
+    /// undo ([`Config::usable`]); other keys are not read. So a mistake in a
+    /// key they do not use is reported once, by the state that uses it.
     pub fn load_for_recovery_from_env() -> Result<Config, ConfigError> {
         let path = std::env::var_os("DOCKER_MODULE_CONF")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
-        Config::parse(&path, false)
+        Config::load_for_recovery(&path)
+    }
+
+    pub fn load_for_recovery(path: &Path) -> Result<Config, ConfigError> {
+        Config::parse(path, false)
     }
 
     /// A missing file gives the defaults.
@@ -143,68 +165,156 @@ impl Config {
             path: path.to_owned(),
             detail,
         };
-        let file: FileFormat = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        let mut config = Config::defaults(path.to_owned());
-        if let Some(s) = file.socket {
-            let s = s.strip_prefix("unix://").unwrap_or(&s).to_owned();
-            if !s.starts_with('/') {
-                return Err(invalid(format!(
-                    "\"socket\": {s:?} must be the absolute path of the engine's unix socket"
-                )));
-            }
-            config.socket = s;
-        }
-        if let Some(d) = file.state_dir {
-            if !d.is_absolute() {
-                return Err(invalid(format!(
-                    "\"state_dir\": {} must be an absolute path",
-                    d.display()
-                )));
-            }
-            config.state_dir = d;
-        }
-        let secs = |key: &str, v: Option<u64>, min: u64, default: Duration| match v {
-            Some(s) if s < min => Err(invalid(format!("\"{key}\" must be at least {min}"))),
-            Some(s) => Ok(Duration::from_secs(s)),
-            None => Ok(default),
+        // serde's messages quote the offending value (a password, say):
+        // only the position of a syntax error is kept.
+        let doc: Value = serde_json::from_str(&text).map_err(|e| {
+            invalid(format!(
+                "it is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let Value::Object(file) = doc else {
+            return Err(invalid(
+                "it must be a JSON object such as {\"socket\": \"/var/run/docker.sock\"}".into(),
+            ));
         };
-        config.health_timeout = secs(
-            "health_timeout_seconds",
-            file.health_timeout_seconds,
-            1,
-            config.health_timeout,
-        )?;
-        config.settle = secs("settle_seconds", file.settle_seconds, 0, config.settle)?;
-        config.stop_timeout = secs(
-            "stop_timeout_seconds",
-            file.stop_timeout_seconds,
-            0,
-            config.stop_timeout,
-        )?;
-        config.download = file.download;
-        for (name, r) in file.registries {
-            if r.address.is_empty() || r.address.contains('/') {
-                return Err(invalid(format!(
-                    "registries.{name}.address {:?} must be HOST[:PORT] as in image names, e.g. registry.example.com:5000",
-                    r.address
-                )));
+        let mut config = Config::defaults(path.to_owned());
+        if with_credentials {
+            read_all(&mut config, &file).map_err(invalid)?;
+            if !config.registries.is_empty() {
+                check_private(path)?;
             }
-            config.registries.insert(
-                name,
-                Credentials {
-                    address: r.address,
-                    username: r.username,
-                    password: r.password,
-                },
-            );
-        }
-        if !with_credentials {
-            config.registries.clear();
-        } else if !config.registries.is_empty() {
-            check_private(path)?;
+        } else {
+            if let Some(v) = file.get("state_dir") {
+                config.state_dir = state_dir(v).map_err(invalid)?;
+            }
+            let engine = file
+                .get("socket")
+                .map(|v| socket(v).map(|s| config.socket = s))
+                .transpose()
+                .and_then(|_| {
+                    file.get("stop_timeout_seconds")
+                        .map(|v| {
+                            seconds("stop_timeout_seconds", v, 0).map(|d| config.stop_timeout = d)
+                        })
+                        .transpose()
+                });
+            config.unusable = engine.err();
         }
         Ok(config)
     }
+}
+
+/// Every key, strictly: what Download and ArtifactInstall run with.
+fn read_all(config: &mut Config, file: &Map<String, Value>) -> Result<(), String> {
+    for (key, v) in file {
+        match key.as_str() {
+            "socket" => config.socket = socket(v)?,
+            "state_dir" => config.state_dir = state_dir(v)?,
+            "health_timeout_seconds" => config.health_timeout = seconds(key, v, 1)?,
+            "settle_seconds" => config.settle = seconds(key, v, 0)?,
+            "stop_timeout_seconds" => config.stop_timeout = seconds(key, v, 0)?,
+            "download" => {
+                config.download = match v.as_str() {
+                    Some("stream") => DownloadMode::Stream,
+                    Some("store") => DownloadMode::Store,
+                    _ => return Err("download: must be \"stream\" or \"store\"".into()),
+                }
+            }
+            "registries" => config.registries = registries(v)?,
+            "policy" => config.policy = policy::parse(v)?,
+            _ => {
+                return Err(format!(
+                    "{}: unknown key; the keys are {}",
+                    crate::archive::printable(key.as_bytes(), 40),
+                    KEYS.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn socket(v: &Value) -> Result<String, String> {
+    let s = v.as_str().unwrap_or("");
+    let s = s.strip_prefix("unix://").unwrap_or(s);
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err(
+            "socket: must be the absolute path of the engine's unix socket, /PATH or unix:///PATH"
+                .into(),
+        )
+    }
+}
+
+fn state_dir(v: &Value) -> Result<PathBuf, String> {
+    match v.as_str() {
+        Some(d) if d.starts_with('/') => Ok(PathBuf::from(d)),
+        _ => Err("state_dir: must be an absolute path".into()),
+    }
+}
+
+fn seconds(key: &str, v: &Value, min: u64) -> Result<Duration, String> {
+    match v.as_u64() {
+        Some(s) if s >= min => Ok(Duration::from_secs(s)),
+        _ => Err(format!(
+            "{key}: must be a whole number of seconds, at least {min}"
+        )),
+    }
+}
+
+fn registries(v: &Value) -> Result<BTreeMap<String, Credentials>, String> {
+    let Value::Object(map) = v else {
+        return Err(
+            "registries: must be an object: name → {\"address\", \"username\", \"password\"}"
+                .into(),
+        );
+    };
+    let mut out = BTreeMap::new();
+    for (name, entry) in map {
+        let at = format!(
+            "registries.{}",
+            crate::archive::printable(name.as_bytes(), 40)
+        );
+        let Value::Object(fields) = entry else {
+            return Err(format!(
+                "{at}: must be an object {{\"address\", \"username\", \"password\"}}"
+            ));
+        };
+        if let Some(k) = fields
+            .keys()
+            .find(|k| !["address", "username", "password"].contains(&k.as_str()))
+        {
+            return Err(format!(
+                "{at}.{}: unknown key; the keys are address, username, password",
+                crate::archive::printable(k.as_bytes(), 40)
+            ));
+        }
+        let field = |k: &str| -> Result<String, String> {
+            match fields.get(k) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(format!("{at}.{k}: must be a string")),
+                None => Err(format!("{at}.{k}: is missing")),
+            }
+        };
+        let address = field("address")?;
+        if address.is_empty() || address.contains('/') {
+            return Err(format!(
+                "{at}.address: must be HOST[:PORT] as in image names, e.g. registry.example.com:5000"
+            ));
+        }
+        out.insert(
+            name.clone(),
+            Credentials {
+                address,
+                username: field("username")?,
+                password: field("password")?,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Credentials must be readable by root alone.
@@ -267,7 +377,10 @@ mod tests {
         assert_eq!(c.settle, Duration::ZERO);
         let p = file("b.conf", r#"{"sokcet": "/x"}"#, 0o644);
         let e = Config::load(&p).unwrap_err().to_string();
-        assert!(e.contains("unknown field `sokcet`"), "{e}");
+        assert!(
+            e.contains("sokcet: unknown key; the keys are socket,"),
+            "{e}"
+        );
         let p = file("c.conf", r#"{"socket": "relative"}"#, 0o644);
         assert!(Config::load(&p)
             .unwrap_err()
@@ -309,5 +422,116 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("HOST[:PORT]"));
+    }
+
+    const SECRET: &str = "Sup3r-S3cret-pa55";
+
+    /// Mistakes a careless parser answers by quoting the value: each with
+    /// the key path the message must name instead.
+    fn malformed() -> Vec<(String, &'static str)> {
+        let reg = |password: &str| {
+            format!(
+                r#"{{"registries": {{"fleet": {{"address": "reg:5000", "username": "u", "password": {password}}}}}}}"#
+            )
+        };
+        vec![
+            (
+                reg("31415926535897"),
+                "registries.fleet.password: must be a string",
+            ),
+            (
+                reg(&format!(r#"["{SECRET}"]"#)),
+                "registries.fleet.password: must be a string",
+            ),
+            (
+                reg(&format!(r#"{{"value": "{SECRET}"}}"#)),
+                "registries.fleet.password: must be a string",
+            ),
+            (
+                format!(r#"{{"registries": {{"fleet": "u:{SECRET}@reg"}}}}"#),
+                "registries.fleet: must be an object",
+            ),
+            (
+                format!(
+                    r#"{{"registries": {{"fleet": {{"address": "http://{SECRET}@reg", "username": "u", "password": "p"}}}}}}"#
+                ),
+                "registries.fleet.address: must be HOST[:PORT]",
+            ),
+            (
+                format!(r#"{{"settle_seconds": "{SECRET}"}}"#),
+                "settle_seconds: must be a whole number",
+            ),
+            (
+                r#"{"health_timeout_seconds": 0}"#.to_owned(),
+                "health_timeout_seconds: must be a whole number of seconds, at least 1",
+            ),
+            (
+                format!(r#"{{"download": "{SECRET}"}}"#),
+                "download: must be \"stream\" or \"store\"",
+            ),
+            (
+                format!(r#"{{"socket": "{SECRET}"}}"#),
+                "socket: must be the absolute path",
+            ),
+            (
+                format!(r#"{{"state_dir": "{SECRET}"}}"#),
+                "state_dir: must be an absolute path",
+            ),
+            (
+                format!(r#"{{"policy": {{"allow_privileged": "{SECRET}"}}}}"#),
+                "policy.allow_privileged: must be true or false",
+            ),
+            (format!(r#"["{SECRET}"]"#), "it must be a JSON object"),
+            (
+                reg(&format!(r#""{SECRET}" "oops": 1"#)),
+                "it is not valid JSON (line 1, column",
+            ),
+            (
+                format!("{{\"password\": \"{SECRET}\n\"}}"),
+                "it is not valid JSON",
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_by_its_key_and_never_shown() {
+        for (i, (text, want)) in malformed().into_iter().enumerate() {
+            let p = file(&format!("secret-{i}.conf"), &text, 0o600);
+            let e = Config::load(&p).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(!e.contains(SECRET) && !e.contains("31415926535897"), "{e}");
+            assert!(e.starts_with("the docker module configuration "), "{e}");
+        }
+    }
+
+    #[test]
+    fn recovery_reads_only_what_it_needs() {
+        // Mistakes in keys the recovery states do not use stop only the
+        // states that use them (reported there, once).
+        for text in [
+            r#"{"state_dir": "/data/x", "registries": {"fleet": "broken"}}"#,
+            r#"{"state_dir": "/data/x", "download": "sometimes", "settle_seconds": "x", "policy": 7, "unknown": 1}"#,
+        ] {
+            let p = file("recovery-a.conf", text, 0o644);
+            let c = Config::load_for_recovery(&p).unwrap();
+            assert_eq!(c.state_dir, Path::new("/data/x"));
+            assert!(c.usable().is_ok());
+            assert!(Config::load(&p).is_err());
+        }
+        // What it needs to reach the engine counts only when it must.
+        let p = file(
+            "recovery-b.conf",
+            r#"{"state_dir": "/data/x", "socket": "relative"}"#,
+            0o644,
+        );
+        let c = Config::load_for_recovery(&p).unwrap();
+        assert_eq!(c.state_dir, Path::new("/data/x"));
+        let e = c.usable().unwrap_err().to_string();
+        assert!(e.contains("socket: must be the absolute path"), "{e}");
+        // Without the journal's place it cannot start at all.
+        for text in [r#"{"state_dir": 5}"#, "{not json"] {
+            let p = file("recovery-c.conf", text, 0o644);
+            assert!(Config::load_for_recovery(&p).is_err(), "{text}");
+        }
     }
 }

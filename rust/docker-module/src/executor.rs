@@ -17,7 +17,7 @@ use crate::health::{self, GateError};
 use crate::journal::{Journal, JournalError, Phase, ReleaseRecord, Update};
 use crate::labels::{self, Identity};
 use crate::plan::{self, Op, PlanError};
-use crate::{fault, log};
+use crate::{fault, load_guard, log};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -125,6 +125,12 @@ fn join(ids: &[&String]) -> String {
         .join(", ")
 }
 
+/// Engine messages can quote archive content: at most `max` characters,
+/// printable.
+fn bounded(text: &str, max: usize) -> String {
+    crate::archive::printable(text.as_bytes(), max)
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
@@ -218,6 +224,7 @@ impl Deployer<'_> {
                     u.artifact,
                     self.journal.state.stack
                 );
+                self.undo_interrupted_load()?;
                 self.drop_pulled(keep)?;
                 self.journal.state.update = None;
                 self.save("cleared")
@@ -279,6 +286,7 @@ impl Deployer<'_> {
         // Refuse now what ArtifactInstall would refuse (a name in use by a
         // container the module does not manage, …): nothing has changed yet.
         let containers = self.engine.containers()?;
+        crate::policy::enforce(release, self.config, &containers)?;
         plan::install(release, "check", &containers)?;
         let (to_load, to_pull): (Vec<&ImageRef>, Vec<&ImageRef>) =
             missing.iter().partition(|i| i.inline);
@@ -427,6 +435,8 @@ impl Deployer<'_> {
     /// at once; what a good one added is in the journal's `pulled`, so a
     /// failed update removes it too.
     pub fn load_inline(&mut self, release: &Release, source: &mut dyn PayloadSource) -> Result<()> {
+        // A Download of this artifact run again after a killed one.
+        self.undo_interrupted_load()?;
         let mut seen: Vec<String> = Vec::new();
         while let Some(mut p) = source.next_payload()? {
             let result = match release.inline_archive(&p.name) {
@@ -501,7 +511,9 @@ impl Deployer<'_> {
                 )?;
             }
         }
-        let before: BTreeSet<String> = self.engine.image_ids()?;
+        // Journaled first: a process killed anywhere in the load leaves the
+        // next state what to put back (see load_guard).
+        let before = self.begin_load(&archive.payload)?;
         log!(
             "loading inline archive {}{} into the engine: {}",
             archive.payload,
@@ -513,37 +525,56 @@ impl Deployer<'_> {
         let answer = self.engine.load(&mut filter);
         let bytes = filter.summary().bytes;
         fault::point("after-load");
-        // Whatever this load added and the release does not list goes now.
-        let loaded = answer.clone().unwrap_or_default();
-        let unexpected: Vec<&String> = loaded
+        // Judged from what the engine holds, not from its answer: a load that
+        // failed half way may still have added images or moved tags.
+        let after = self.engine.images()?;
+        let changed = load_guard::diff(&before, &after);
+        let unexpected: Vec<&String> = changed
+            .added
             .iter()
-            .filter(|id| !archive.images.contains(id) && !before.contains(*id))
+            .filter(|id| !archive.images.contains(id))
             .collect();
-        for id in &unexpected {
-            if id.starts_with("sha256:") {
-                match self.engine.remove_image(id) {
-                    Err(e) if e.kind == ErrorKind::NotFound => {}
-                    other => other?,
-                }
-                log!(
-                    "removed image {id}: loaded from {} but not listed in the release",
-                    archive.payload
-                );
-            }
-        }
-        answer.map_err(|e| {
-            DeployError::Refused(format!(
+        let present: BTreeSet<&str> = after.iter().map(|i| i.id.as_str()).collect();
+        let still_absent: Vec<&String> = archive
+            .images
+            .iter()
+            .filter(|id| !present.contains(id.as_str()))
+            .collect();
+        let good = answer.is_ok()
+            && unexpected.is_empty()
+            && still_absent.is_empty()
+            && changed.tags.is_empty();
+        // What a refused load added goes now, all of it; a good one keeps the
+        // listed images (the journal's `pulled` has them for a failed update).
+        let keep: &[String] = if good { &archive.images } else { &[] };
+        let left = self.put_back(&before, keep)?;
+        self.end_load()?;
+        if let Err(e) = answer {
+            return Err(DeployError::Refused(format!(
                 "inline archive {} was refused: {}; the artifact is damaged or was modified, nothing of it is kept",
-                archive.payload, e.message
-            ))
-        })?;
-        let still_absent = self.absent_ids(archive)?;
+                archive.payload,
+                bounded(&e.message, 160)
+            )));
+        }
+        if !changed.tags.is_empty() {
+            let tags: Vec<&str> = changed.tags.iter().map(|c| c.tag.as_str()).collect();
+            return Err(DeployError::Refused(format!(
+                "inline archive {} made the engine change tags ({}); {}; the archive was crafted, nothing of it is kept",
+                archive.payload,
+                load_guard::few(&tags),
+                if left.is_empty() {
+                    "they were put back".to_owned()
+                } else {
+                    format!("not put back: {}", load_guard::few(&left))
+                }
+            )));
+        }
         if !unexpected.is_empty() || !still_absent.is_empty() {
             return Err(DeployError::Refused(format!(
                 "inline archive {} holds {} instead of {}: it is not the archive the artifact's meta-data describes (modified or replaced), nothing of it is kept",
                 archive.payload,
-                if unexpected.is_empty() { "no other image".to_owned() } else { join(&unexpected) },
-                join(&still_absent)
+                if unexpected.is_empty() { "no other image".to_owned() } else { load_guard::few(&unexpected) },
+                load_guard::few(&still_absent)
             )));
         }
         let secs = started.elapsed().as_secs_f64().max(1e-3);
@@ -582,6 +613,8 @@ impl Deployer<'_> {
             }
             _ => {}
         }
+        // The policy may have been tightened since Download.
+        crate::policy::enforce(release, self.config, &self.engine.containers()?)?;
         if let Some(source) = stored {
             self.load_inline(release, source)?;
         }
@@ -676,6 +709,7 @@ impl Deployer<'_> {
         if phase.switched() {
             self.restore()?;
         }
+        self.undo_interrupted_load()?;
         self.drop_pulled(&[])
     }
 
@@ -692,6 +726,7 @@ impl Deployer<'_> {
                     log!("the update was neither committed nor rolled back; restoring the previous set");
                     self.restore()?;
                 }
+                self.undo_interrupted_load()?;
                 self.drop_pulled(&[])?;
                 self.journal.state.update = None;
                 self.save("cleared")

@@ -715,3 +715,79 @@ fn stored_payloads_are_loaded_by_artifact_install_before_anything_stops() {
         .unwrap();
     assert!(load_at < stop_at, "{:?}", b.engine.calls);
 }
+
+#[test]
+fn a_load_that_tags_anything_is_refused_and_every_tag_and_image_put_back() {
+    // An engine that tags what it loads: the filter's stripping bypassed.
+    let mut b = Bench::new("inline-tags");
+    b.engine.local_image("sha256:user", "postgres:15");
+    let v1 = release(vec![spec("web", '1')]);
+    b.publish(&v1);
+    b.deploy("web-1", &v1);
+    let before = b.view();
+    let tags = b.engine.tags();
+    let listed = digest('7');
+    let archive = fake_archive(&[&listed, &format!("tag {} postgres:15", digest('8'))]);
+    let r = inline_release('7', Some(archive.len() as u64));
+    let mut src = payloads(vec![("images.tar", archive)]);
+
+    let e = b
+        .state("web-2", "web", |d| d.download(&r, Some(&mut src)))
+        .unwrap_err()
+        .to_string();
+
+    assert!(
+        e.contains("made the engine change tags (postgres:15); they were put back"),
+        "{e}"
+    );
+    assert_eq!(b.engine.tags(), tags, "the user's tag is back at once");
+    assert!(
+        !b.engine.has_image(&listed) && !b.engine.has_image(&digest('8')),
+        "nothing of it kept"
+    );
+    assert!(b.journal("web").update.unwrap().load.is_none());
+    b.state("web-2", "web", |d| d.cleanup()).unwrap();
+    assert_eq!(b.view(), before);
+    assert_eq!(b.engine.tags(), tags);
+}
+
+#[test]
+fn a_load_killed_half_way_is_undone_by_the_next_state_once_the_engine_has_finished() {
+    let mut b = Bench::new("inline-killed");
+    b.engine.local_image("sha256:user", "demo/web:1.0");
+    let v1 = release(vec![spec("web", '1')]);
+    b.publish(&v1);
+    b.deploy("web-1", &v1);
+    let before = b.view();
+    let tags = b.engine.tags();
+    let r = inline_release('9', None);
+    // Download got as far as journaling the load, then the process died; the
+    // engine goes on and adds the release's image, one more, and a tag.
+    b.state("web-2", "web", |d| {
+        d.download(&r, None)?;
+        d.begin_load("images.tar").map(|_| ())
+    })
+    .unwrap();
+    assert!(b.journal("web").update.unwrap().load.is_some());
+    b.engine.loading_polls = 3;
+    b.engine.late_images = vec![
+        crate::engine::fake::FakeImage {
+            id: digest('9'),
+            refs: vec![digest('9')],
+        },
+        crate::engine::fake::FakeImage {
+            id: digest('e'),
+            refs: vec![digest('e'), "demo/web:1.0".into()],
+        },
+    ];
+    if let Some(i) = b.engine.images.iter_mut().find(|i| i.id == "sha256:user") {
+        i.refs.retain(|r| r != "demo/web:1.0");
+    }
+
+    b.state("web-2", "web", |d| d.cleanup()).unwrap();
+
+    assert_eq!(b.engine.loading_polls, 0, "waited for the engine");
+    assert_eq!(b.view(), before, "what the load added is gone");
+    assert_eq!(b.engine.tags(), tags, "the tag is back");
+    assert!(b.journal("web").update.is_none());
+}

@@ -7,8 +7,12 @@
 //! Points: `mid-pull` (inside a pull, after the first progress report),
 //! `after-pull`, `after-create`, `after-start`, `after-stop`, `after-rename`,
 //! `after-remove`, `after-remove-image`, `after-remove-volume` (after each
-//! engine call of that kind), and `journal-<phase>` after each journal write
-//! (`journal-download`, `journal-install`, `journal-installed`,
+//! engine call of that kind); around an inline archive load `mid-load` (after
+//! each chunk handed to the engine), `load-sent` (the whole archive sent, the
+//! engine's answer not yet read), `after-load`, `after-retag` (a tag put
+//! back), `after-remove-loaded` (an image the load added removed); and
+//! `journal-<phase>` after each journal write (`journal-download`,
+//! `journal-load`, `journal-loaded`, `journal-install`, `journal-installed`,
 //! `journal-commit`, `journal-rolled-back`, `journal-dropped-pulled`,
 //! `journal-cleared`).
 

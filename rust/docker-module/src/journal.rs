@@ -5,6 +5,7 @@
 //! names, which images this update pulled, how far it got. Every write
 //! replaces the whole file atomically (see [`crate::fsops`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,20 @@ pub struct Update {
     /// Fresh engine volumes made for the new set (purge_on_deploy).
     #[serde(default)]
     pub purge_volumes: Vec<String>,
+    /// An inline archive load under way: written before the load starts,
+    /// cleared once what it changed has been checked and put back, so that a
+    /// process killed in between leaves the next state what to undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadRecord>,
+}
+
+/// What the engine held before a load: the image IDs and every tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadRecord {
+    pub payload: String,
+    pub images: BTreeSet<String>,
+    /// `REPO:TAG` → image ID.
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Update {
@@ -108,6 +123,7 @@ impl Update {
             old: Vec::new(),
             kept: Vec::new(),
             purge_volumes: Vec::new(),
+            load: None,
         }
     }
 }

@@ -18,8 +18,10 @@ pub mod fsops;
 pub mod health;
 pub mod journal;
 pub mod labels;
+pub mod load_guard;
 pub mod lock;
 pub mod plan;
+pub mod policy;
 pub mod states;
 
 pub use states::DockerModule;

@@ -532,6 +532,7 @@ fn update_from(plan: &InstallPlan) -> Update {
         old: plan.old.clone(),
         kept: plan.kept.clone(),
         purge_volumes: plan.purge_volumes.clone(),
+        load: None,
     }
 }
 

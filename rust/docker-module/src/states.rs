@@ -42,6 +42,7 @@ impl Session {
         &mut self,
         work: impl FnOnce(&mut Deployer<'_>) -> Result<T, DeployError>,
     ) -> ModuleResultOf<T> {
+        self.config.usable()?;
         // Ample for a stop that waits out its own timeout, and for pull headers.
         let request_timeout = self.config.stop_timeout + Duration::from_secs(120);
         let mut engine = DockerEngine::connect(&self.config.socket, request_timeout)?;

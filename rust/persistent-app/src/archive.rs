@@ -31,12 +31,15 @@ use nix::sys::time::TimeSpec;
 use crate::fault;
 use crate::spec::RELEASE_MARKER;
 
+/// Every text an archive controls (member names, link targets, the tar
+/// crate's messages that quote header fields) reaches the deployment log
+/// only through [`printable`] and [`shown`]: short, printable ASCII.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("member {path:?} refused: {why}")]
+    #[error("member {} refused: {}", shown(.path), printable(.why, 200))]
     Refused { path: String, why: String },
 
-    #[error("member {path:?}: cannot {action}")]
+    #[error("member {}: cannot {action}", shown(.path))]
     Io {
         path: String,
         action: &'static str,
@@ -44,10 +47,10 @@ pub enum ArchiveError {
         source: io::Error,
     },
 
-    #[error("archive is truncated: {0}")]
+    #[error("archive is truncated: {}", printable(.0, 200))]
     Truncated(String),
 
-    #[error("archive is not a valid tar (truncated or corrupt): {0}")]
+    #[error("archive is not a valid tar (truncated or corrupt): {}", printable(.0, 200))]
     Corrupt(String),
 
     #[error("archive unpacks to more than the {0} bytes announced in meta-data; the artifact is inconsistent, rebuild it")]
@@ -69,6 +72,34 @@ pub enum ArchiveError {
 }
 
 type Result<T, E = ArchiveError> = std::result::Result<T, E>;
+
+/// At most `max` characters of `text`, everything but printable ASCII
+/// escaped, `…` where it was cut.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
+/// A member name for a message: quoted, [`printable`], its length when cut.
+pub fn shown(name: &str) -> String {
+    let text = printable(&name.replace('\\', "\\\\").replace('"', "\\\""), 100);
+    if text.ends_with('…') {
+        format!("\"{text}\" ({} bytes)", name.len())
+    } else {
+        format!("\"{text}\"")
+    }
+}
 
 /// How the extracted tree is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +163,7 @@ impl Extractor {
     pub fn extract_tar<R: Read>(&mut self, reader: R) -> Result<()> {
         let consumed = Rc::new(Cell::new(0u64));
         let counting = Counting {
-            inner: reader,
+            inner: bounds::Bounded::new(reader),
             count: consumed.clone(),
         };
         let mut archive = tar::Archive::new(io::BufReader::with_capacity(64 * 1024, counting));
@@ -651,6 +682,8 @@ fn set_times(path: &Path, t: TimeSpec) -> io::Result<()> {
     )
     .map_err(io::Error::from)
 }
+
+mod bounds;
 
 #[cfg(test)]
 mod tests;

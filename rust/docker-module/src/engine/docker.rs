@@ -16,7 +16,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptions,
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
     RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use tokio::runtime::Runtime;
 
 use super::{
     Container, CreateRequest, Credentials, DataRoot, Engine, EngineError, ErrorKind, Health, Image,
-    MountUse, Result,
+    ImageEntry, MountUse, Result,
 };
 use crate::fault;
 use docker_spec::{ContainerSpec, ImageRef};
@@ -192,6 +192,15 @@ fn container_from(c: ContainerInspectResponse) -> Container {
         });
     }
     out
+}
+
+/// `REPO:TAG` → (`REPO`, `TAG`); the tag follows the last `:` after the last
+/// `/` (a registry's port is not a tag).
+fn split_tag(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
+    }
 }
 
 fn nanos(d: Option<Duration>) -> Option<i64> {
@@ -440,12 +449,21 @@ impl Engine for DockerEngine {
                     // The engine stopped reading: its answer says why.
                     break;
                 }
+                fault::point("mid-load");
                 if filled < CHUNK {
                     break;
                 }
             }
             // End of body.
             drop(tx);
+            if read.is_ok() {
+                // Test builds: let the I/O thread finish the body first, so a
+                // kill here leaves the engine the whole archive and a load it
+                // completes on its own.
+                #[cfg(feature = "fault-injection")]
+                std::thread::sleep(Duration::from_millis(300));
+                fault::point("load-sent");
+            }
             let answer = request.join().unwrap_or_else(|_| {
                 Err(EngineError::new(
                     "load",
@@ -582,6 +600,69 @@ impl Engine for DockerEngine {
                 .block_on(self.docker.remove_volume(name, Some(options)))
                 .map_err(err("remove volume", name)),
         )
+    }
+
+    fn images(&mut self) -> Result<Vec<ImageEntry>> {
+        let options = ListImagesOptionsBuilder::default()
+            .all(true)
+            .digests(true)
+            .build();
+        let list = self
+            .runtime
+            .block_on(self.docker.list_images(Some(options)))
+            .map_err(err("list", "the images"))?;
+        // Engines before API 1.43 spell "no name" as <none>:<none>.
+        let named = |v: Vec<String>| -> Vec<String> {
+            v.into_iter().filter(|n| !n.starts_with("<none>")).collect()
+        };
+        Ok(list
+            .into_iter()
+            .map(|i| ImageEntry {
+                id: i.id,
+                tags: named(i.repo_tags),
+                digests: named(i.repo_digests),
+            })
+            .collect())
+    }
+
+    fn tag(&mut self, id: &str, tag: &str) -> Result<()> {
+        let (repo, name) = split_tag(tag);
+        let options = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(name)
+            .build();
+        self.runtime
+            .block_on(self.docker.tag_image(id, Some(options)))
+            .map_err(err("tag image", id))
+    }
+
+    fn remove_image_forced(&mut self, id: &str) -> Result<()> {
+        let options = RemoveImageOptionsBuilder::default().force(true).build();
+        gone_ok(
+            self.runtime
+                .block_on(self.docker.remove_image(id, Some(options), None))
+                .map(|_| ())
+                .map_err(err("remove image", id)),
+        )
+    }
+
+    /// The engine extracts an archive it loads into `docker-import-*` under
+    /// `<data root>/tmp` and removes that when the load has ended, whether
+    /// the client is still there or not.
+    fn loads_in_progress(&mut self) -> Result<Option<bool>> {
+        let info = self
+            .runtime
+            .block_on(self.docker.info())
+            .map_err(err("query the data root of", &self.socket))?;
+        let tmp = PathBuf::from(info.docker_root_dir.unwrap_or_default()).join("tmp");
+        let Ok(entries) = std::fs::read_dir(&tmp) else {
+            return Ok(None);
+        };
+        Ok(Some(entries.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("docker-import-")
+        })))
     }
 
     fn data_root(&mut self) -> Result<DataRoot> {

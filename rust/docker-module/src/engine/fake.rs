@@ -11,7 +11,7 @@ use docker_spec::ImageRef;
 
 use super::{
     Container, CreateRequest, Credentials, DataRoot, Engine, EngineError, ErrorKind, Health, Image,
-    MountUse, Result,
+    ImageEntry, MountUse, Result,
 };
 use crate::labels;
 
@@ -41,6 +41,10 @@ pub struct FakeEngine {
     pub free_bytes: Option<u64>,
     /// Credentials each pull came with (address, user), never the password.
     pub pulls_with: Vec<Option<(String, String)>>,
+    /// A load a killed process left behind: the engine reports it in
+    /// progress for this many more questions, then these images appear.
+    pub loading_polls: u32,
+    pub late_images: Vec<FakeImage>,
     next_id: u32,
 }
 
@@ -104,6 +108,28 @@ impl FakeEngine {
         self.images
             .iter()
             .any(|i| i.refs.iter().any(|r| r == reference))
+    }
+
+    fn add_image(&mut self, id: &str) {
+        if !self.images.iter().any(|i| i.id == id) {
+            self.images.push(FakeImage {
+                id: id.to_owned(),
+                refs: vec![id.to_owned()],
+            });
+        }
+    }
+
+    /// `repo:tag` → image id, what `docker images` shows.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        self.images
+            .iter()
+            .flat_map(|i| {
+                i.refs
+                    .iter()
+                    .filter(|r| is_tag(r))
+                    .map(move |r| (r.clone(), i.id.clone()))
+            })
+            .collect()
     }
 
     fn find(&self, target: &str) -> Option<usize> {
@@ -192,14 +218,18 @@ impl Engine for FakeEngine {
             return Err(fail("invalid diffID for layer 0".into()));
         }
         let mut loaded = Vec::new();
-        for id in text.lines().filter(|l| !l.is_empty()) {
-            if !self.images.iter().any(|i| i.id == id) {
-                self.images.push(FakeImage {
-                    id: id.to_owned(),
-                    refs: vec![id.to_owned()],
-                });
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            // `tag ID REPO:TAG`: an engine that tags what it loads, as one
+            // would for a manifest the filter failed to strip.
+            if let Some(rest) = line.strip_prefix("tag ") {
+                let (id, tag) = rest.split_once(' ').unwrap_or((rest, ""));
+                self.add_image(id);
+                self.tag(id, tag)?;
+                loaded.push(format!("tagged {tag}"));
+                continue;
             }
-            loaded.push(id.to_owned());
+            self.add_image(line);
+            loaded.push(line.to_owned());
         }
         Ok(loaded)
     }
@@ -361,6 +391,56 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    fn images(&mut self) -> Result<Vec<ImageEntry>> {
+        Ok(self
+            .images
+            .iter()
+            .map(|i| ImageEntry {
+                id: i.id.clone(),
+                tags: i.refs.iter().filter(|r| is_tag(r)).cloned().collect(),
+                digests: i.refs.iter().filter(|r| r.contains('@')).cloned().collect(),
+            })
+            .collect())
+    }
+
+    fn tag(&mut self, id: &str, tag: &str) -> Result<()> {
+        if !self.images.iter().any(|i| i.id == id) {
+            return Err(Self::missing("tag image", id));
+        }
+        self.mutate(format!("tag {id} {tag}"))?;
+        for i in &mut self.images {
+            i.refs.retain(|r| r != tag);
+        }
+        let i = self
+            .images
+            .iter_mut()
+            .find(|i| i.id == id)
+            .expect("checked");
+        i.refs.push(tag.to_owned());
+        Ok(())
+    }
+
+    fn remove_image_forced(&mut self, id: &str) -> Result<()> {
+        let Some(i) = self.images.iter().position(|i| i.id == id) else {
+            return Ok(());
+        };
+        self.mutate(format!("rmi -f {id}"))?;
+        self.images.remove(i);
+        Ok(())
+    }
+
+    fn loads_in_progress(&mut self) -> Result<Option<bool>> {
+        if self.loading_polls == 0 {
+            return Ok(Some(false));
+        }
+        self.loading_polls -= 1;
+        if self.loading_polls == 0 {
+            let late = std::mem::take(&mut self.late_images);
+            self.images.extend(late);
+        }
+        Ok(Some(true))
+    }
+
     fn remove_volume(&mut self, name: &str) -> Result<()> {
         if !self.volumes.contains(name) {
             return Ok(());
@@ -388,4 +468,9 @@ impl Engine for FakeEngine {
             free_bytes: self.free_bytes,
         })
     }
+}
+
+/// A `REPO:TAG` reference, as opposed to an ID or a `REPO@DIGEST`.
+fn is_tag(reference: &str) -> bool {
+    !reference.starts_with("sha256:") && !reference.contains('@')
 }

@@ -101,6 +101,16 @@ impl Image {
     }
 }
 
+/// An image as the engine lists it, with every name it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    pub id: String,
+    /// `REPO:TAG`, as the engine spells them (`postgres:15`).
+    pub tags: Vec<String>,
+    /// `REPO@sha256:…`.
+    pub digests: Vec<String>,
+}
+
 /// Registry credentials from the device's configuration. Never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -205,4 +215,14 @@ pub trait Engine {
     fn remove_image(&mut self, reference: &str) -> Result<()>;
     fn remove_volume(&mut self, name: &str) -> Result<()>;
     fn data_root(&mut self) -> Result<DataRoot>;
+    /// Every image with its tags and digests.
+    fn images(&mut self) -> Result<Vec<ImageEntry>>;
+    /// Points `tag` (`REPO:TAG`) at the image `id`, taking it from any other.
+    fn tag(&mut self, id: &str, tag: &str) -> Result<()>;
+    /// Removes the image `id` with all its tags; gone already is success.
+    fn remove_image_forced(&mut self, id: &str) -> Result<()>;
+    /// Whether the engine is still working on an image load (one a killed
+    /// process started goes on without it); `None` when that cannot be told
+    /// from here.
+    fn loads_in_progress(&mut self) -> Result<Option<bool>>;
 }

@@ -401,3 +401,195 @@ fn measure_per_file_fsync_against_one_syncfs() {
         eprintln!("{d:?}: {:?}", t.elapsed());
     }
 }
+
+// ---- bounded headers ----------------------------------------------------
+
+/// A header announcing `size` bytes of a GNU long name ('L') or PAX ('x')
+/// record after a small regular member, then those bytes, made as they are
+/// read: nothing of the gigabyte is ever in memory.
+struct Huge {
+    head: Vec<u8>,
+    at: usize,
+    left: u64,
+    read: u64,
+}
+
+impl Huge {
+    fn new(kind: EntryType, size: u64) -> Huge {
+        let mut head = tar_of(&[M::File("before", b"data")]);
+        head.truncate(head.len() - 1024);
+        let mut h = Header::new_gnu();
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_cksum();
+        head.extend_from_slice(h.as_bytes());
+        Huge {
+            head,
+            at: 0,
+            left: size,
+            read: 0,
+        }
+    }
+}
+
+impl Read for Huge {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = if self.at < self.head.len() {
+            let n = buf.len().min(self.head.len() - self.at);
+            buf[..n].copy_from_slice(&self.head[self.at..self.at + n]);
+            self.at += n;
+            n
+        } else {
+            let n = buf
+                .len()
+                .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            buf[..n].fill(b'a');
+            self.left -= n as u64;
+            n
+        };
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+fn short_and_printable(text: &str) {
+    assert!(text.len() <= 300, "{} bytes: {text}", text.len());
+    assert!(
+        text.chars()
+            .all(|c| c == ' ' || c == '…' || c.is_ascii_graphic()),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn a_gigabyte_long_name_or_pax_header_is_refused_at_its_header() {
+    for kind in [
+        EntryType::GNULongName,
+        EntryType::GNULongLink,
+        EntryType::XHeader,
+        EntryType::XGlobalHeader,
+    ] {
+        let s = Scratch::new(&format!("huge-{kind:?}"));
+        let mut huge = Huge::new(kind, 1 << 30);
+        let started = std::time::Instant::now();
+        let mut x = Extractor::new(&s.staging(), Expect::default(), Durability::SyncFs);
+        let err = x.extract_tar(&mut huge).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(huge.read < 1 << 20, "{kind:?}: read {} bytes", huge.read);
+        let text = err.to_string();
+        assert!(text.contains("of 1073741824 bytes"), "{text}");
+        short_and_printable(&text);
+        assert_eq!(fs::read(s.staging().join("before")).unwrap(), b"data");
+    }
+}
+
+#[test]
+fn peak_memory_stays_flat_for_a_gigabyte_record() {
+    // Measured in a child process (this test binary again), so that other
+    // tests running beside do not count.
+    if std::env::var_os("PA_ARCHIVE_RSS_CHILD").is_some() {
+        for kind in [EntryType::GNULongName, EntryType::XHeader] {
+            let s = Scratch::new(&format!("rss-{kind:?}"));
+            let mut x = Extractor::new(&s.staging(), Expect::default(), Durability::SyncFs);
+            let _ = x.extract_tar(Huge::new(kind, 1 << 30));
+        }
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        println!("CHILD {hwm}");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "archive::tests::peak_memory_stays_flat_for_a_gigabyte_record",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PA_ARCHIVE_RSS_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.split("CHILD VmHWM:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no measurement: {text}"));
+    eprintln!("peak RSS of the child: {kib} KiB");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+}
+
+#[test]
+fn names_are_shown_short_and_escaped() {
+    let s = Scratch::new("names");
+    let long = format!("\u{1b}[31m{}/../x", "n".repeat(3000));
+    let mut bytes = tar_of(&[M::File("placeholder", b"x")]);
+    bytes.truncate(bytes.len() - 1024);
+    let mut name = long.clone().into_bytes();
+    name.push(0);
+    let mut l = Header::new_gnu();
+    l.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    l.set_entry_type(EntryType::GNULongName);
+    l.set_size(name.len() as u64);
+    l.set_cksum();
+    bytes.extend_from_slice(l.as_bytes());
+    name.resize(name.len().div_ceil(512) * 512, 0);
+    bytes.extend_from_slice(&name);
+    bytes.extend_from_slice(header("y", EntryType::Regular, 0, "", 0o644).as_bytes());
+    bytes.extend_from_slice(&[0u8; 1024]);
+    let text = extract(&s, &bytes, Expect::default())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("'..' is not allowed"), "{text}");
+    assert!(text.contains("\"\\u{1b}[31mnnn"), "{text}");
+    assert!(text.contains("(3010 bytes)"), "{text}");
+    short_and_printable(&text);
+}
+
+#[test]
+fn a_pax_size_record_is_followed_as_the_tar_crate_follows_it() {
+    // A PAX `size` replaces the header's: the guard must find the next
+    // header where the tar crate does, or a huge record behind it would
+    // pass unseen.
+    let s = Scratch::new("pax-size");
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("size", &b"5"[..])]).unwrap();
+    let mut bytes = b.into_inner().unwrap();
+    bytes.truncate(bytes.len() - 1024);
+    bytes.extend_from_slice(header("f", EntryType::Regular, 0, "", 0o644).as_bytes());
+    let mut data = b"hello".to_vec();
+    data.resize(512, 0);
+    bytes.extend_from_slice(&data);
+    let ok = [bytes.clone(), vec![0u8; 1024]].concat();
+    extract(&s, &ok, Expect::default()).unwrap();
+    assert_eq!(fs::read(s.staging().join("f")).unwrap(), b"hello");
+    let s = Scratch::new("pax-size-huge");
+    let mut huge = Huge::new(EntryType::GNULongName, 1 << 30);
+    let mut head = bytes;
+    head.extend_from_slice(&huge.head[512 * 2..]);
+    huge.head = head;
+    let mut x = Extractor::new(&s.staging(), Expect::default(), Durability::SyncFs);
+    let text = x.extract_tar(&mut huge).unwrap_err().to_string();
+    assert!(text.contains("of 1073741824 bytes"), "{text}");
+}
+
+#[test]
+fn names_within_the_bounds_still_extract() {
+    let s = Scratch::new("long-ok");
+    let deep = format!("{}/f", "d".repeat(250));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    h.set_entry_type(EntryType::Regular);
+    b.append_data(&mut h, &deep, &b"ok"[..]).unwrap();
+    b.append_pax_extensions([("path", "p/".repeat(1000).as_bytes())])
+        .unwrap();
+    b.append(
+        &header("short", EntryType::Regular, 1, "", 0o644),
+        &b"x"[..],
+    )
+    .unwrap();
+    extract(&s, &b.into_inner().unwrap(), Expect::default()).unwrap();
+    assert_eq!(fs::read(s.staging().join(&deep)).unwrap(), b"ok");
+}
