@@ -14,6 +14,10 @@
 //! synced), so a journal written after it never describes something the disk
 //! lost. [`Dir::remove_tree`] holds two descriptors at most, whatever the
 //! depth, so a tree deeper than `PATH_MAX` is removed like any other.
+//! The exceptions build a whole tree that is made durable once at the end
+//! ([`Dir::syncfs`] or a [`Dir::sync`] per directory): [`Dir::create_file`],
+//! [`Dir::mkdir_unsynced`], [`Dir::symlink`], [`Dir::hard_link`] and the
+//! mode and time setters.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -25,7 +29,8 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::fault;
@@ -263,6 +268,60 @@ impl Dir {
         mkdirat(&self.fd, name, Mode::from_bits_truncate(mode))
             .map_err(|e| err("create directory", self.display(name), e))?;
         self.sync()
+    }
+
+    /// Creates the directory `name` without syncing this one; for a tree
+    /// that is synced as a whole when it is complete.
+    pub fn mkdir_unsynced(&self, name: impl AsRef<OsStr>, mode: u32) -> Result<()> {
+        let name = name.as_ref();
+        check_name(name).map_err(|e| err("create directory", self.display(name), e))?;
+        mkdirat(&self.fd, name, Mode::from_bits_truncate(mode))
+            .map_err(|e| err("create directory", self.display(name), e))
+    }
+
+    /// Creates the symlink `name` pointing to `target` (stored as given,
+    /// never resolved here). Not synced.
+    pub fn symlink(&self, target: &Path, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = name.as_ref();
+        check_name(name).map_err(|e| err("create symlink", self.display(name), e))?;
+        nix::unistd::symlinkat(target, &self.fd, name)
+            .map_err(|e| err("create symlink", self.display(name), e))
+    }
+
+    /// Creates `name` as a hard link to the entry `target` of `target_dir`
+    /// (a symlink there is linked, not followed). Not synced.
+    pub fn hard_link(
+        &self,
+        target_dir: &Dir,
+        target: &OsStr,
+        name: impl AsRef<OsStr>,
+    ) -> Result<()> {
+        let name = name.as_ref();
+        check_name(name).map_err(|e| err("create hard link", self.display(name), e))?;
+        check_name(target).map_err(|e| err("create hard link", target_dir.display(target), e))?;
+        nix::unistd::linkat(&target_dir.fd, target, &self.fd, name, AtFlags::empty())
+            .map_err(|e| err("create hard link", self.display(name), e))
+    }
+
+    /// Sets this directory's own mode (permission bits and sticky bit).
+    pub fn set_mode(&self, mode: u32) -> Result<()> {
+        nix::sys::stat::fchmod(&self.fd, Mode::from_bits_truncate(mode))
+            .map_err(|e| err("set mode of", self.path.clone(), e))
+    }
+
+    /// Sets this directory's own access and modification times.
+    pub fn set_times(&self, time: &TimeSpec) -> Result<()> {
+        nix::sys::stat::futimens(&self.fd, time, time)
+            .map_err(|e| err("set mtime of", self.path.clone(), e))
+    }
+
+    /// Sets the times of the entry `name` itself: a symlink's own, never its
+    /// target's.
+    pub fn set_entry_times(&self, name: impl AsRef<OsStr>, time: &TimeSpec) -> Result<()> {
+        let name = name.as_ref();
+        check_name(name).map_err(|e| err("set mtime of", self.display(name), e))?;
+        nix::sys::stat::utimensat(&self.fd, name, time, time, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| err("set mtime of", self.display(name), e))
     }
 
     /// Opens the regular file `name` for reading (a symlink is refused).

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use artifact_gen::Scratch;
 use clap::Parser;
-use persistent_app::pack::Packer;
-use persistent_app::spec::{self, AppSpec, FORMAT_VERSION};
+use persistent_app_format::pack::Packer;
+use persistent_app_format::spec::{self, AppSpec, FORMAT_VERSION};
 
 /// The payload type, i.e. the Update Module's name on the device.
 const PAYLOAD_TYPE: &str = "persistent-app";

@@ -175,7 +175,7 @@ fn the_module_accepts_the_meta_data_and_extracts_exactly_the_sources() {
     let staging = s.0.join("staging");
     fs::create_dir(&staging).unwrap();
     let mut x = Extractor::new(
-        &staging,
+        module_kit::fs::Dir::open(&staging).unwrap(),
         Expect {
             entries: Some(spec.entries),
             bytes: Some(spec.unpacked_size),

@@ -4,7 +4,11 @@
 //! Every member is checked before anything is written for it, and nothing
 //! is ever written through a path this extraction did not create itself as a
 //! real directory: the extractor keeps its own map of what it made, so a
-//! symlink in the archive can never redirect a later member. Refused:
+//! symlink in the archive can never redirect a later member. Every write is
+//! relative to the staging directory's descriptor, through directories
+//! opened below it without following a symlink ([`module_kit::fs::Dir`]),
+//! so a path changed under the extraction (by the running app, say) cannot
+//! send a member elsewhere either. Refused:
 //! absolute paths, `..`, symlinks whose target leaves the tree (checked
 //! lexically per member, then once more at the end by resolving every link
 //! through the links it passes, which catches chains such as `a -> ..`,
@@ -17,19 +21,20 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
-use nix::sys::stat::{utimensat, UtimensatFlags};
+use module_kit::fs::Dir;
 use nix::sys::time::TimeSpec;
 
 use crate::fault;
 use crate::spec::RELEASE_MARKER;
+use persistent_app_format::links;
 
 /// Every text an archive controls (member names, link targets, the tar
 /// crate's messages that quote header fields) reaches the deployment log
@@ -118,12 +123,7 @@ pub struct Expect {
     pub bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub entries: u64,
-    /// Bytes of regular-file content written.
-    pub bytes: u64,
-}
+pub use persistent_app_format::Summary;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
@@ -136,7 +136,10 @@ type Rel = Vec<OsString>;
 
 /// Extracts members into `root`, a fresh empty directory.
 pub struct Extractor {
-    root: PathBuf,
+    root: Dir,
+    /// The directory the last member went into: members come grouped by
+    /// directory, so most need no new open.
+    parent: Option<(Rel, Dir)>,
     nodes: HashMap<Rel, Node>,
     /// Mode and mtime of directories, applied after their content.
     dir_meta: HashMap<Rel, (u32, Option<TimeSpec>)>,
@@ -147,9 +150,10 @@ pub struct Extractor {
 }
 
 impl Extractor {
-    pub fn new(root: &Path, expect: Expect, durability: Durability) -> Extractor {
+    pub fn new(root: Dir, expect: Expect, durability: Durability) -> Extractor {
         Extractor {
-            root: root.to_owned(),
+            root,
+            parent: None,
             nodes: HashMap::new(),
             dir_meta: HashMap::new(),
             expect,
@@ -256,10 +260,9 @@ impl Extractor {
             }
             tar::EntryType::Directory => {
                 if !self.check_new(&rel, &display, true)? {
-                    fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(self.path(&rel))
-                        .map_err(|e| io_err(&display, "create directory", e))?;
+                    let (dir, name) = self.parent_of(&rel, &display)?;
+                    dir.mkdir_unsynced(name, 0o700)
+                        .map_err(|e| kit_err(&display, e))?;
                     self.nodes.insert(rel.clone(), Node::Dir);
                 }
                 // Setuid/setgid are dropped, the sticky bit is kept.
@@ -269,11 +272,12 @@ impl Extractor {
                 let target = link_target(entry, &display)?;
                 check_symlink_target(&rel, &target, &display)?;
                 self.check_new(&rel, &display, false)?;
-                let path = self.path(&rel);
-                std::os::unix::fs::symlink(&target, &path)
-                    .map_err(|e| io_err(&display, "create symlink", e))?;
+                let (dir, name) = self.parent_of(&rel, &display)?;
+                dir.symlink(&target, name)
+                    .map_err(|e| kit_err(&display, e))?;
                 if let Some(t) = mtime {
-                    set_times(&path, t).map_err(|e| io_err(&display, "set mtime of", e))?;
+                    dir.set_entry_times(name, &t)
+                        .map_err(|e| kit_err(&display, e))?;
                 }
                 self.nodes.insert(rel, Node::Symlink(target));
             }
@@ -295,8 +299,11 @@ impl Extractor {
                     ));
                 }
                 self.check_new(&rel, &display, false)?;
-                fs::hard_link(self.path(&target_rel), self.path(&rel))
-                    .map_err(|e| io_err(&display, "create hard link", e))?;
+                let target_dir = self.open_rel(&target_rel[..target_rel.len() - 1], &display)?;
+                let target_name = &target_rel[target_rel.len() - 1];
+                let (dir, name) = self.parent_of(&rel, &display)?;
+                dir.hard_link(&target_dir, target_name, name)
+                    .map_err(|e| kit_err(&display, e))?;
                 self.nodes.insert(rel, Node::File);
             }
             tar::EntryType::Char | tar::EntryType::Block => {
@@ -317,10 +324,25 @@ impl Extractor {
         Ok(())
     }
 
-    fn path(&self, rel: &Rel) -> PathBuf {
-        let mut p = self.root.clone();
-        p.extend(rel);
-        p
+    /// The directory at `rel` below the root, opened without following a
+    /// symlink.
+    fn open_rel(&self, rel: &[OsString], display: &str) -> Result<Dir> {
+        self.root
+            .open_dir(&join(rel))
+            .map_err(|e| kit_err(display, e))
+    }
+
+    /// The directory that holds `rel` (opened once per run of members in
+    /// it) and `rel`'s own name.
+    fn parent_of<'a>(&mut self, rel: &'a Rel, display: &str) -> Result<(&Dir, &'a OsStr)> {
+        let (name, parent) = rel.split_last().expect("a member below the root");
+        let cached = matches!(&self.parent, Some((p, _)) if p.as_slice() == parent);
+        if !cached {
+            let dir = self.open_rel(parent, display)?;
+            self.parent = Some((parent.to_vec(), dir));
+        }
+        let (_, dir) = self.parent.as_ref().expect("set above");
+        Ok((dir, name.as_os_str()))
     }
 
     /// Creates missing parents as real directories and refuses a path that
@@ -348,10 +370,9 @@ impl Extractor {
                 }
                 None => {
                     let prefix = prefix.to_vec();
-                    fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(self.path(&prefix))
-                        .map_err(|e| io_err(display, "create parent directory", e))?;
+                    let (dir, name) = self.parent_of(&prefix, display)?;
+                    dir.mkdir_unsynced(name, 0o755)
+                        .map_err(|e| kit_err(display, e))?;
                     self.nodes.insert(prefix, Node::Dir);
                 }
             }
@@ -372,14 +393,10 @@ impl Extractor {
         mode: u32,
         mtime: Option<TimeSpec>,
     ) -> Result<()> {
-        let path = self.path(rel);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| io_err(display, "create", e))?;
+        let (dir, name) = self.parent_of(rel, display)?;
+        let mut file = dir
+            .create_file(name, 0o600)
+            .map_err(|e| kit_err(display, e))?;
         self.nodes.insert(rel.clone(), Node::File);
         let mut copied = 0u64;
         loop {
@@ -450,29 +467,19 @@ impl Extractor {
         dirs.push(Vec::new());
         dirs.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         for rel in &dirs {
-            let path = self.path(rel);
             let display = join(rel).display().to_string();
+            let dir = self.open_rel(rel, &display)?;
             let (mode, mtime) = self.dir_meta.get(rel).copied().unwrap_or((0o755, None));
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(|e| io_err(&display, "set mode of", e))?;
+            dir.set_mode(mode).map_err(|e| kit_err(&display, e))?;
             if let Some(t) = mtime {
-                set_times(&path, t).map_err(|e| io_err(&display, "set mtime of", e))?;
+                dir.set_times(&t).map_err(|e| kit_err(&display, e))?;
+            }
+            if self.durability == Durability::PerFile {
+                dir.sync().map_err(|e| kit_err(&display, e))?;
             }
         }
-        match self.durability {
-            Durability::SyncFs => {
-                let root = File::open(&self.root).map_err(|e| io_err(".", "open", e))?;
-                nix::unistd::syncfs(root.as_fd())
-                    .map_err(|e| io_err(".", "sync the filesystem of", e.into()))?;
-            }
-            Durability::PerFile => {
-                for rel in &dirs {
-                    let display = join(rel).display().to_string();
-                    File::open(self.path(rel))
-                        .and_then(|d| d.sync_all())
-                        .map_err(|e| io_err(&display, "sync directory", e))?;
-                }
-            }
+        if self.durability == Durability::SyncFs {
+            self.root.syncfs().map_err(|e| kit_err(".", e))?;
         }
         Ok(self.summary)
     }
@@ -605,41 +612,22 @@ fn link_target<R: Read>(entry: &tar::Entry<R>, display: &str) -> Result<PathBuf>
     }
 }
 
-/// True when a symlink at `rel` (relative to the tree root) pointing to
-/// `target` stays inside the tree, judged lexically; the generator refuses
-/// such links before they reach a device.
-pub fn symlink_stays_inside(rel: &Path, target: &Path) -> bool {
-    let rel: Rel = rel.iter().map(|c| c.to_owned()).collect();
-    !rel.is_empty() && check_symlink_target(&rel, target, "").is_ok()
-}
-
-/// The lexical check: the target, taken relative to the link's directory,
-/// must not climb above the tree root.
+/// The lexical check of the format's rule ([`links::check`]), as a refusal.
 fn check_symlink_target(rel: &Rel, target: &Path, display: &str) -> Result<()> {
-    if target.is_absolute() {
-        return Err(refused(
+    match links::check(rel.len() - 1, target) {
+        Ok(()) => Ok(()),
+        Err(links::Escape::Absolute) => Err(refused(
             display,
             format!(
                 "symlink to the absolute path {}; only relative links inside the tree are allowed",
                 target.display()
             ),
-        ));
+        )),
+        Err(links::Escape::Outside) => Err(refused(
+            display,
+            format!("symlink to {} points outside the tree", target.display()),
+        )),
     }
-    let mut depth = rel.len() - 1;
-    for c in components(target) {
-        if c == ".." {
-            if depth == 0 {
-                return Err(refused(
-                    display,
-                    format!("symlink to {} points outside the tree", target.display()),
-                ));
-            }
-            depth -= 1;
-        } else if c != "." && !c.is_empty() {
-            depth += 1;
-        }
-    }
-    Ok(())
 }
 
 /// The member's mtime, with the fraction from a PAX `mtime` record if any.
@@ -672,15 +660,10 @@ fn parse_pax_time(text: &str) -> Option<TimeSpec> {
     Some(TimeSpec::new(secs, digits.parse().ok()?))
 }
 
-fn set_times(path: &Path, t: TimeSpec) -> io::Result<()> {
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &t,
-        &t,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(io::Error::from)
+/// A failed operation on the member `path`, as the archive's error (the
+/// kit's message names the staging path, the member's name is shorter).
+fn kit_err(path: &str, e: module_kit::fs::Error) -> ArchiveError {
+    io_err(path, e.action, e.source)
 }
 
 mod bounds;

@@ -3,8 +3,8 @@
 //! keeps the previous version until commit, swaps atomically, rolls back in
 //! O(1), and recovers from a power cut at any point.
 //!
-//! The library is shared with the host generator, which uses only [`spec`]:
-//! the artifact format and its validation live in one place.
+//! The artifact format and its validation live in `persistent-app-format`,
+//! shared with the host generator; [`spec`] re-exports its meta-data.
 
 mod apply;
 pub mod archive;
@@ -13,13 +13,12 @@ pub mod config;
 pub mod error;
 pub mod fault;
 pub mod journal;
-pub mod pack;
 pub mod plan;
 pub mod progress;
 pub mod service;
-pub mod spec;
 mod stage;
 mod states;
 
 pub use error::{Error, Result};
+pub use persistent_app_format::spec;
 pub use states::PersistentApp;

@@ -228,7 +228,10 @@ impl Session {
         let staging = target.name(Slot::Staging);
         parent.mkdir(staging, 0o755)?;
         journal.staged_ino = parent.dir_identity(staging)?.map(|id| id.ino);
-        Ok((journal, Extractor::new(&target.staging, expect, DURABILITY)))
+        // Through the parent held open since it was checked: the staging
+        // path is never resolved again.
+        let root = parent.open_dir(Path::new(staging))?;
+        Ok((journal, Extractor::new(root, expect, DURABILITY)))
     }
 
     pub(crate) fn finish_staging(

@@ -79,7 +79,7 @@ fn tar_of(members: &[M]) -> Vec<u8> {
 }
 
 fn extract(s: &Scratch, bytes: &[u8], expect: Expect) -> Result<Summary> {
-    let mut x = Extractor::new(&s.staging(), expect, Durability::SyncFs);
+    let mut x = Extractor::new(Dir::open(&s.staging()).unwrap(), expect, Durability::SyncFs);
     x.extract_tar(bytes)?;
     x.finish()
 }
@@ -364,7 +364,11 @@ fn archives_larger_than_announced_stop_early() {
 #[test]
 fn flat_files_of_the_community_format_land_at_the_root() {
     let s = Scratch::new("flat");
-    let mut x = Extractor::new(&s.staging(), Expect::default(), Durability::PerFile);
+    let mut x = Extractor::new(
+        Dir::open(&s.staging()).unwrap(),
+        Expect::default(),
+        Durability::PerFile,
+    );
     x.add_file("a.conf", &mut &b"hello"[..], Some(5)).unwrap();
     let err = x.add_file("b", &mut &b"hel"[..], Some(5)).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
@@ -395,7 +399,7 @@ fn measure_per_file_fsync_against_one_syncfs() {
         let s = Scratch::new(&format!("bench-{d:?}"));
         nix::unistd::sync();
         let t = std::time::Instant::now();
-        let mut x = Extractor::new(&s.staging(), Expect::default(), d);
+        let mut x = Extractor::new(Dir::open(&s.staging()).unwrap(), Expect::default(), d);
         x.extract_tar(&bytes[..]).unwrap();
         x.finish().unwrap();
         eprintln!("{d:?}: {:?}", t.elapsed());
@@ -473,7 +477,11 @@ fn a_gigabyte_long_name_or_pax_header_is_refused_at_its_header() {
         let s = Scratch::new(&format!("huge-{kind:?}"));
         let mut huge = Huge::new(kind, 1 << 30);
         let started = std::time::Instant::now();
-        let mut x = Extractor::new(&s.staging(), Expect::default(), Durability::SyncFs);
+        let mut x = Extractor::new(
+            Dir::open(&s.staging()).unwrap(),
+            Expect::default(),
+            Durability::SyncFs,
+        );
         let err = x.extract_tar(&mut huge).unwrap_err();
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         assert!(huge.read < 1 << 20, "{kind:?}: read {} bytes", huge.read);
@@ -491,7 +499,11 @@ fn peak_memory_stays_flat_for_a_gigabyte_record() {
     if std::env::var_os("PA_ARCHIVE_RSS_CHILD").is_some() {
         for kind in [EntryType::GNULongName, EntryType::XHeader] {
             let s = Scratch::new(&format!("rss-{kind:?}"));
-            let mut x = Extractor::new(&s.staging(), Expect::default(), Durability::SyncFs);
+            let mut x = Extractor::new(
+                Dir::open(&s.staging()).unwrap(),
+                Expect::default(),
+                Durability::SyncFs,
+            );
             let _ = x.extract_tar(Huge::new(kind, 1 << 30));
         }
         let status = fs::read_to_string("/proc/self/status").unwrap();
@@ -568,7 +580,11 @@ fn a_pax_size_record_is_followed_as_the_tar_crate_follows_it() {
     let mut head = bytes;
     head.extend_from_slice(&huge.head[512 * 2..]);
     huge.head = head;
-    let mut x = Extractor::new(&s.staging(), Expect::default(), Durability::SyncFs);
+    let mut x = Extractor::new(
+        Dir::open(&s.staging()).unwrap(),
+        Expect::default(),
+        Durability::SyncFs,
+    );
     let text = x.extract_tar(&mut huge).unwrap_err().to_string();
     assert!(text.contains("of 1073741824 bytes"), "{text}");
 }
@@ -592,4 +608,73 @@ fn names_within_the_bounds_still_extract() {
     .unwrap();
     extract(&s, &b.into_inner().unwrap(), Expect::default()).unwrap();
     assert_eq!(fs::read(s.staging().join(&deep)).unwrap(), b"ok");
+}
+
+#[test]
+fn what_the_generator_packs_is_extracted_as_packed() {
+    use persistent_app_format::pack::Packer;
+    let s = Scratch::new("round-trip");
+    let src = s.0.join("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("etc/y"), "yy").unwrap();
+    fs::write(src.join("z"), "zzz").unwrap();
+    fs::hard_link(src.join("z"), src.join("z2")).unwrap();
+    std::os::unix::fs::symlink("etc/y", src.join("l")).unwrap();
+    let mut p = Packer::new();
+    p.add_source(&src).unwrap();
+    let (tar, packed) = p.write(Vec::new(), Some(1000), |_| {}).unwrap();
+    let extracted = extract(
+        &s,
+        &tar,
+        Expect {
+            entries: Some(packed.entries),
+            bytes: Some(packed.bytes),
+        },
+    )
+    .unwrap();
+    assert_eq!(extracted, packed);
+    let st = s.staging();
+    assert_eq!(fs::read_to_string(st.join("l")).unwrap(), "yy");
+    assert_eq!(fs::metadata(st.join("z2")).unwrap().nlink(), 2);
+    assert_eq!(fs::metadata(st.join("z")).unwrap().mtime(), 1000);
+}
+
+/// The extractor works from the staging directory's descriptor: renaming
+/// the staging path away and putting a symlink to elsewhere in its place,
+/// or doing the same to a directory it made, sends nothing elsewhere.
+#[test]
+fn paths_swapped_under_the_extraction_redirect_nothing() {
+    let s = Scratch::new("swapped");
+    let st = s.staging();
+    let mut x = Extractor::new(
+        Dir::open(&st).unwrap(),
+        Expect::default(),
+        Durability::SyncFs,
+    );
+    x.extract_tar(&tar_of(&[M::Dir("d", 0o755), M::File("d/a", b"1")])[..])
+        .unwrap();
+
+    // The staging directory itself, then a directory below it.
+    fs::rename(&st, s.0.join("apps/moved")).unwrap();
+    std::os::unix::fs::symlink(s.outside(), &st).unwrap();
+    x.extract_tar(&tar_of(&[M::File("top", b"2")])[..]).unwrap();
+    let moved = s.0.join("apps/moved");
+    fs::rename(moved.join("d"), moved.join("d-real")).unwrap();
+    std::os::unix::fs::symlink(s.outside(), moved.join("d")).unwrap();
+    let second = x.extract_tar(&tar_of(&[M::File("e/b", b"3"), M::File("d/c", b"4")])[..]);
+    let _ = x.finish();
+
+    assert_eq!(
+        fs::read_dir(s.outside()).unwrap().count(),
+        0,
+        "nothing outside"
+    );
+    assert_eq!(fs::read_to_string(moved.join("top")).unwrap(), "2");
+    assert_eq!(fs::read_to_string(moved.join("e/b")).unwrap(), "3");
+    // d/c is refused at the symlink (or lands in the directory the
+    // extraction made), never behind the symlink.
+    match second {
+        Err(e) => assert!(e.to_string().contains("d/c"), "{e}"),
+        Ok(()) => assert_eq!(fs::read_to_string(moved.join("d-real/c")).unwrap(), "4"),
+    }
 }

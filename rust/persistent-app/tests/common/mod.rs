@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use mender_module_driver::{Artifact, Driver, Flavor, PayloadFile};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use persistent_app::pack::Packer;
 use persistent_app::spec::{AppSpec, FORMAT_VERSION, RELEASE_MARKER};
+use persistent_app_format::pack::Packer;
 
 pub const MODULE: &str = env!("CARGO_BIN_EXE_persistent-app");
 
