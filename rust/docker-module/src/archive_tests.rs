@@ -631,3 +631,27 @@ fn peak_memory_stays_flat_for_a_gigabyte_record() {
         .unwrap_or_else(|| panic!("no measurement: {text}"));
     assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
 }
+
+#[test]
+fn a_sole_manifest_named_by_a_pax_or_gnu_record_is_found_and_stripped() {
+    for naming in [
+        pax(&[("path", "./manifest.json")]),
+        long_name("manifest.json"),
+    ] {
+        let mut a = naming;
+        a.extend(file("innocent", TAGGED.as_bytes()));
+        a.extend(end());
+        let (out, summary) = filter_all(&a, None, 4096).unwrap();
+        assert_eq!(summary.configs, ["c.json"]);
+        let got = entries(&out);
+        assert_eq!(
+            got.len(),
+            1,
+            "{:?}",
+            got.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+        assert_eq!(got[0].0, "manifest.json");
+        let m: Value = serde_json::from_slice(&got[0].1).unwrap();
+        assert!(m[0].get("RepoTags").is_none(), "{m}");
+    }
+}
