@@ -331,6 +331,25 @@ fn tricks() -> Vec<(&'static str, Vec<u8>)> {
             "hard link named manifest.json",
             vec![hdr(b"manifest.json", 0, b'1', b"", POSIX)],
         ),
+        ("PAX global header named manifest.json", {
+            let body = pax_records(&[("comment", "x")]);
+            vec![
+                hdr(b"manifest.json", body.len() as u64, b'g', b"", POSIX),
+                pad(&body),
+            ]
+        }),
+        ("PAX global header with a path record", {
+            let body = pax_records(&[("path", "./manifest.json")]);
+            vec![hdr(b"g", body.len() as u64, b'g', b"", POSIX), pad(&body)]
+        }),
+        ("PAX global header through a symlink", {
+            let body = pax_records(&[("path", "d/manifest.json")]);
+            vec![
+                symlink("d", "."),
+                hdr(b"g", body.len() as u64, b'g', b"", POSIX),
+                pad(&body),
+            ]
+        }),
     ];
     cases
         .into_iter()
