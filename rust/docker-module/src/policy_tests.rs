@@ -224,10 +224,7 @@ fn the_engine_socket_is_refused_under_every_spelling_and_through_its_directories
         "/var/run/./docker.sock:/s",
     ] {
         let e = verdict(&stack(json!({"binds": [bad]})), &p).unwrap_err();
-        assert!(
-            e.contains("that exposes the engine's socket"),
-            "{bad}: {e}"
-        );
+        assert!(e.contains("that exposes the engine's socket"), "{bad}: {e}");
         assert!(e.ends_with("policy.allow_engine_socket is false"), "{e}");
     }
     for ok in ["/var/run/other.sock:/s", "/run/user:/u", "/data:/d"] {
