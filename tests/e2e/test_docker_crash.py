@@ -187,7 +187,12 @@ def test_sigkill_around_an_inline_load_leaves_no_image_and_no_tag_behind(sandbox
     tags_before = tags(device)
     problems: list[str] = []
 
-    for fault in LOAD_FAULTS:
+    # With "download": "store" the client keeps the payload and ArtifactInstall loads it; its
+    # failure path (ArtifactRollback, ArtifactFailure, Cleanup) must undo the load the same way.
+    store_faults = ["ArtifactInstall:load-sent", "ArtifactInstall:after-load", "ArtifactInstall:journal-loaded"]
+    for fault in LOAD_FAULTS + store_faults:
+        if fault.startswith("ArtifactInstall:"):
+            device.configure(download="store")
         result = device.install(artifact, env={"DOCKER_MODULE_FAULT": fault})
         fired = any("fault injection: SIGKILL" in line for line in module_lines(result.stderr))
         if result.returncode == 0 or not fired:

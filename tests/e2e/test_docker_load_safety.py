@@ -70,6 +70,10 @@ def tricks(good: Path) -> dict[str, list[bytes]]:
             *others, member("manifest.json", plain), symlink("d", "."), member("d/manifest.json", evil)],
         "hidden in data by a PAX size record": [
             *others, member("manifest.json", plain), pax({"size": "0"}), header("cover", len(inner)), inner],
+        # Go reads no data after a link, directory or device header, whatever its size field says.
+        "hidden after a symlink header that claims data": [
+            *others, member("manifest.json", plain),
+            header("cover", len(inner), kind=b"2", linkname="manifest.json", mode=0o777), inner],
         "ordinary nested directories (control)": [
             *others, member("manifest.json", plain), directory("sub"), member("sub/m", evil)],
     }

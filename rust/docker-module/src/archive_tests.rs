@@ -331,6 +331,25 @@ fn tricks() -> Vec<(&'static str, Vec<u8>)> {
             "hard link named manifest.json",
             vec![hdr(b"manifest.json", 0, b'1', b"", POSIX)],
         ),
+        ("PAX global header named manifest.json", {
+            let body = pax_records(&[("comment", "x")]);
+            vec![
+                hdr(b"manifest.json", body.len() as u64, b'g', b"", POSIX),
+                pad(&body),
+            ]
+        }),
+        ("PAX global header with a path record", {
+            let body = pax_records(&[("path", "./manifest.json")]);
+            vec![hdr(b"g", body.len() as u64, b'g', b"", POSIX), pad(&body)]
+        }),
+        ("PAX global header through a symlink", {
+            let body = pax_records(&[("path", "d/manifest.json")]);
+            vec![
+                symlink("d", "."),
+                hdr(b"g", body.len() as u64, b'g', b"", POSIX),
+                pad(&body),
+            ]
+        }),
     ];
     cases
         .into_iter()
@@ -630,4 +649,28 @@ fn peak_memory_stays_flat_for_a_gigabyte_record() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no measurement: {text}"));
     assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+}
+
+#[test]
+fn a_sole_manifest_named_by_a_pax_or_gnu_record_is_found_and_stripped() {
+    for naming in [
+        pax(&[("path", "./manifest.json")]),
+        long_name("manifest.json"),
+    ] {
+        let mut a = naming;
+        a.extend(file("innocent", TAGGED.as_bytes()));
+        a.extend(end());
+        let (out, summary) = filter_all(&a, None, 4096).unwrap();
+        assert_eq!(summary.configs, ["c.json"]);
+        let got = entries(&out);
+        assert_eq!(
+            got.len(),
+            1,
+            "{:?}",
+            got.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+        assert_eq!(got[0].0, "manifest.json");
+        let m: Value = serde_json::from_slice(&got[0].1).unwrap();
+        assert!(m[0].get("RepoTags").is_none(), "{m}");
+    }
 }

@@ -447,7 +447,7 @@ impl Deployer<'_> {
                 None => {
                     log!(
                         "ignoring payload file {}: the release lists no inline archive of that name",
-                        p.name
+                        bounded(&p.name, 80)
                     );
                     Ok(())
                 }

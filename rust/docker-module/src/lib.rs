@@ -7,7 +7,9 @@
 //! Layout: [`config`] (device configuration), [`engine`] (the seam in front of
 //! the container engine), [`plan`] (pure planning), [`executor`] (the only
 //! code that acts), [`journal`] (the per-stack state file), [`health`] (the
-//! gate), [`states`] (the protocol states).
+//! gate), [`states`] (the protocol states), [`policy`] (what artifacts may ask
+//! of the host), [`archive`] and [`load_guard`] (inline image loads that can
+//! neither tag nor leave anything behind).
 
 pub mod archive;
 pub mod config;
