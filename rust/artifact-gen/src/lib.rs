@@ -3,11 +3,12 @@
 
 pub mod mender_artifact;
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -37,6 +38,66 @@ pub fn source_date_epoch() -> Result<Option<u64>> {
         }),
         Err(_) => Ok(None),
     }
+}
+
+/// The flags every generator takes, spelt as the old generators and
+/// `mender-artifact` spell them, so scripts move between the tools unchanged.
+/// The defaults of `--software-name` differ per generator: each sets that
+/// flag's help with `mut_arg`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Name of the artifact
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub artifact_name: String,
+
+    /// Compatible device type; repeat for several
+    #[arg(short = 't', long, value_name = "TYPE", required = true)]
+    pub device_type: Vec<String>,
+
+    /// Name in the provide FILESYSTEM.NAME.version
+    #[arg(long, value_name = "NAME")]
+    pub software_name: Option<String>,
+
+    /// Version in the provide [default: the artifact name]
+    #[arg(long, value_name = "VERSION")]
+    pub software_version: Option<String>,
+}
+
+impl Common {
+    /// `--software-version`, or the artifact name when it is not given.
+    pub fn software_version(&self) -> String {
+        self.software_version
+            .clone()
+            .unwrap_or_else(|| self.artifact_name.clone())
+    }
+}
+
+/// Everything after `--`, handed to `mender-artifact write module-image`
+/// verbatim (signing keys, `--depends`, ...). Flatten it last: it is the
+/// final positional argument.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Passthrough {
+    /// Extra arguments for mender-artifact
+    #[arg(
+        last = true,
+        value_name = "MENDER-ARTIFACT-ARGS",
+        allow_hyphen_values = true
+    )]
+    pub mender_artifact_args: Vec<OsString>,
+}
+
+/// Sets a payload file's mtime to `SOURCE_DATE_EPOCH` when it is set:
+/// mender-artifact records each payload file's mtime in the artifact, so a
+/// reproducible artifact needs it fixed.
+pub fn stamp_mtime(path: &Path, epoch: Option<u64>) -> Result<()> {
+    let Some(epoch) = epoch else {
+        return Ok(());
+    };
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(UNIX_EPOCH + Duration::from_secs(epoch)))
+        .with_context(|| format!("cannot set the mtime of {}", path.display()))
 }
 
 /// A working directory beside the output, so the final rename is atomic and
@@ -103,7 +164,12 @@ impl Progress {
     }
 
     pub fn add(&mut self, n: u64) {
-        self.bytes += n;
+        self.set(self.bytes + n);
+    }
+
+    /// For producers that report a running total rather than increments.
+    pub fn set(&mut self, total: u64) {
+        self.bytes = total;
         let due = self
             .drawn
             .map_or(true, |t| t.elapsed() >= Duration::from_millis(250));
@@ -156,5 +222,29 @@ mod tests {
         assert_eq!(p.bytes(), 1024 * 1024 + 512 * 1024);
         assert!(p.line().starts_with("exporting: 1.5 MiB, "), "{}", p.line());
         assert!(p.line().ends_with(" MiB/s"), "{}", p.line());
+        p.set(3 * 1024 * 1024);
+        assert_eq!(p.bytes(), 3 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_mtime_stamp_is_the_epoch_and_nothing_without_one() {
+        let dir = std::env::temp_dir().join(format!("artifact-gen-stamp-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("payload");
+        fs::write(&f, b"x").unwrap();
+        let before = fs::metadata(&f).unwrap().modified().unwrap();
+        stamp_mtime(&f, None).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().modified().unwrap(), before);
+        stamp_mtime(&f, Some(1_700_000_000)).unwrap();
+        assert_eq!(
+            fs::metadata(&f).unwrap().modified().unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+        let err = stamp_mtime(&dir.join("absent"), Some(1)).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("cannot set the mtime of "),
+            "{err:#}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,14 +10,12 @@ mod inline;
 mod legacy;
 mod resolve;
 
-use std::ffi::OsString;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use artifact_gen::Scratch;
+use artifact_gen::{Common, Passthrough, Scratch};
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -76,16 +74,14 @@ Examples:
       -- -k signing-key.pem
   docker-artifact-gen -n web-1.3 -t qemux86-64 --inline --software-name web \\
       --run-args '--network host' -o web-1.3.mender \\
-      web/app:1.3 oci-archive:tmp/deploy/images/qemux86-64/web-worker-oci.tar"
+      web/app:1.3 oci-archive:tmp/deploy/images/qemux86-64/web-worker-oci.tar",
+    mut_arg("software_name", |a| a.help(
+        "Name in the provide FILESYSTEM.NAME.version [default: the stack, `docker` without --spec]"
+    ))
 )]
 struct Args {
-    /// Name of the artifact
-    #[arg(short = 'n', long, value_name = "NAME")]
-    artifact_name: String,
-
-    /// Compatible device type; repeat for several
-    #[arg(short = 't', long, value_name = "TYPE", required = true)]
-    device_type: Vec<String>,
+    #[command(flatten)]
+    common: Common,
 
     /// Output file
     #[arg(
@@ -95,14 +91,6 @@ struct Args {
         default_value = "docker-artifact.mender"
     )]
     output_path: PathBuf,
-
-    /// Name in the provide FILESYSTEM.NAME.version [default: the stack, `docker` without --spec]
-    #[arg(long, value_name = "NAME")]
-    software_name: Option<String>,
-
-    /// Version in the provide [default: the artifact name]
-    #[arg(long, value_name = "VERSION")]
-    software_version: Option<String>,
 
     /// First part of the provide; the old generator's default was rootfs-image [default: data-partition]
     #[arg(long, value_name = "FILESYSTEM")]
@@ -125,13 +113,8 @@ struct Args {
     #[arg(value_name = "IMAGE", required_unless_present = "spec")]
     images: Vec<String>,
 
-    /// Extra arguments for mender-artifact
-    #[arg(
-        last = true,
-        value_name = "MENDER-ARTIFACT-ARGS",
-        allow_hyphen_values = true
-    )]
-    mender_artifact_args: Vec<OsString>,
+    #[command(flatten)]
+    passthrough: Passthrough,
 }
 
 fn main() -> ExitCode {
@@ -260,6 +243,7 @@ fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<Plan> {
     }
     // The legacy format has no place for inline images.
     let stack = args
+        .common
         .software_name
         .clone()
         .unwrap_or_else(|| docker_spec::LEGACY_STACK.to_owned());
@@ -284,15 +268,7 @@ fn write_payloads(
     let mut entries = serde_json::Map::new();
     for payload in &plan.payloads {
         let size = payload.write(dir, resolver, epoch.unwrap_or(0))?;
-        if let Some(epoch) = epoch {
-            // mender-artifact records the payload file's mtime in the artifact.
-            let path = dir.join(&payload.name);
-            fs::File::options()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(UNIX_EPOCH + Duration::from_secs(epoch)))
-                .with_context(|| format!("cannot set the mtime of {}", path.display()))?;
-        }
+        artifact_gen::stamp_mtime(&dir.join(&payload.name), epoch)?;
         entries.insert(payload.name.clone(), payload.entry(size));
     }
     let doc = plan
@@ -312,12 +288,11 @@ fn provides(args: &Args, stack: &str) -> (String, String, String) {
         args.software_filesystem
             .clone()
             .unwrap_or_else(|| "data-partition".to_owned()),
-        args.software_name
+        args.common
+            .software_name
             .clone()
             .unwrap_or_else(|| stack.to_owned()),
-        args.software_version
-            .clone()
-            .unwrap_or_else(|| args.artifact_name.clone()),
+        args.common.software_version(),
     )
 }
 
@@ -351,8 +326,8 @@ fn run(args: &Args) -> Result<()> {
     tool.write_module_image(
         &artifact_gen::mender_artifact::ModuleImage {
             payload_type: PAYLOAD_TYPE,
-            artifact_name: &args.artifact_name,
-            device_types: &args.device_type,
+            artifact_name: &args.common.artifact_name,
+            device_types: &args.common.device_type,
             meta_data: &meta_path,
             files: plan
                 .payloads
@@ -360,7 +335,7 @@ fn run(args: &Args) -> Result<()> {
                 .map(|p| work.dir.join(&p.name))
                 .collect(),
             software: (&filesystem, &name, &version),
-            extra_args: &args.mender_artifact_args,
+            extra_args: &args.passthrough.mender_artifact_args,
         },
         &tmp_out,
         &args.output_path,
@@ -385,6 +360,7 @@ mod tests {
     use super::*;
     use crate::archive::tests::{docker_save, TempDir, A};
     use clap::CommandFactory;
+    use std::time::{Duration, UNIX_EPOCH};
 
     const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -429,12 +405,12 @@ mod tests {
             "k:v",
         ])
         .unwrap();
-        assert_eq!(a.device_type, ["x", "y"]);
+        assert_eq!(a.common.device_type, ["x", "y"]);
         assert_eq!(a.images, ["a/b:1", "c@sha256:x"]);
         assert_eq!(a.run_args.as_deref(), Some("-p 80:80 --restart always"));
         assert_eq!(a.output_path, PathBuf::from("o.mender"));
         assert_eq!(
-            a.mender_artifact_args,
+            a.passthrough.mender_artifact_args,
             ["-k", "key.pem", "--depends", "k:v"]
         );
         assert_eq!(

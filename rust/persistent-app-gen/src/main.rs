@@ -6,15 +6,13 @@
 //! from it, and `mender-artifact write module-image` does the rest. With
 //! `SOURCE_DATE_EPOCH` set the output is byte-for-byte reproducible.
 
-use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use artifact_gen::Scratch;
+use artifact_gen::{Common, Passthrough, Progress, Scratch};
 use clap::Parser;
 use persistent_app_format::pack::Packer;
 use persistent_app_format::spec::{self, AppSpec, FORMAT_VERSION};
@@ -40,28 +38,18 @@ Example:
   persistent-app-artifact-gen -n demo-app-1.0 -t qemux86-64 \\
       -d /data/apps/demo-app --software-name demo-app --software-version 1.0 \\
       --service demo-app.service -o demo-app-1.0.mender ./build/demo-app \\
-      -- --depends rootfs-image.python.version:3.12"
+      -- --depends rootfs-image.python.version:3.12",
+    mut_arg("software_name", |a| a.help(
+        "Name of the app and of its provide data-partition.NAME.version [default: DEST-DIR's last component]"
+    ))
 )]
 struct Args {
-    /// Name of the artifact
-    #[arg(short = 'n', long, value_name = "NAME")]
-    artifact_name: String,
-
-    /// Compatible device type; repeat for several
-    #[arg(short = 't', long, value_name = "TYPE", required = true)]
-    device_type: Vec<String>,
+    #[command(flatten)]
+    common: Common,
 
     /// Directory on the device to install into, under an allowed root (default root: /data/apps)
     #[arg(short = 'd', long, value_name = "DEST-DIR")]
     dest_dir: String,
-
-    /// Name of the app and of its provide data-partition.NAME.version [default: DEST-DIR's last component]
-    #[arg(long, value_name = "NAME")]
-    software_name: Option<String>,
-
-    /// Version recorded in data-partition.NAME.version [default: the artifact name]
-    #[arg(long, value_name = "VERSION")]
-    software_version: Option<String>,
 
     /// Output file
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -75,13 +63,8 @@ struct Args {
     #[arg(value_name = "PAYLOAD", required = true)]
     payloads: Vec<PathBuf>,
 
-    /// Extra arguments for mender-artifact
-    #[arg(
-        last = true,
-        value_name = "MENDER-ARTIFACT-ARGS",
-        allow_hyphen_values = true
-    )]
-    mender_artifact_args: Vec<OsString>,
+    #[command(flatten)]
+    passthrough: Passthrough,
 }
 
 fn main() -> ExitCode {
@@ -91,13 +74,11 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<()> {
     let software_name = args
+        .common
         .software_name
         .clone()
         .unwrap_or_else(|| spec::community_name(&args.dest_dir));
-    let software_version = args
-        .software_version
-        .clone()
-        .unwrap_or_else(|| args.artifact_name.clone());
+    let software_version = args.common.software_version();
     // The same checks the module makes on the device, so a bad artifact is
     // never built.
     spec::check_dest(&args.dest_dir)?;
@@ -125,22 +106,18 @@ fn run(args: &Args) -> Result<()> {
     let tar_path = work.dir.join(ARCHIVE_NAME);
     let file =
         File::create(&tar_path).with_context(|| format!("cannot create {}", tar_path.display()))?;
-    let mut progress = Progress::new();
+    let mut progress = Progress::on_terminal("persistent-app-artifact-gen: packing");
     let (out, summary) = packer
         .write(BufWriter::with_capacity(1 << 20, file), epoch, |bytes| {
-            progress.show(bytes)
+            progress.set(bytes)
         })
         .context("cannot pack the payloads")?;
-    progress.done();
+    progress.finish();
     let file = out
         .into_inner()
         .map_err(|e| anyhow!("cannot write {}: {}", tar_path.display(), e.error()))?;
-    // mender-artifact records the payload file's mtime in the artifact.
-    if let Some(epoch) = epoch {
-        file.set_modified(UNIX_EPOCH + Duration::from_secs(epoch))
-            .with_context(|| format!("cannot set the mtime of {}", tar_path.display()))?;
-    }
     drop(file);
+    artifact_gen::stamp_mtime(&tar_path, epoch)?;
 
     let app = AppSpec {
         format: FORMAT_VERSION,
@@ -160,12 +137,12 @@ fn run(args: &Args) -> Result<()> {
     tool.write_module_image(
         &artifact_gen::mender_artifact::ModuleImage {
             payload_type: PAYLOAD_TYPE,
-            artifact_name: &args.artifact_name,
-            device_types: &args.device_type,
+            artifact_name: &args.common.artifact_name,
+            device_types: &args.common.device_type,
             meta_data: &meta_path,
             files: vec![tar_path.clone()],
             software: ("data-partition", &software_name, &software_version),
-            extra_args: &args.mender_artifact_args,
+            extra_args: &args.passthrough.mender_artifact_args,
         },
         &tmp_out,
         &args.output,
@@ -181,41 +158,6 @@ fn run(args: &Args) -> Result<()> {
         software_version
     );
     Ok(())
-}
-
-/// Packing progress on a terminal only; quiet when piped.
-struct Progress {
-    on: bool,
-    last: SystemTime,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        Progress {
-            on: std::io::stderr().is_terminal(),
-            last: UNIX_EPOCH,
-        }
-    }
-
-    fn show(&mut self, bytes: u64) {
-        if !self.on {
-            return;
-        }
-        let now = SystemTime::now();
-        if now.duration_since(self.last).unwrap_or_default() < Duration::from_millis(200) {
-            return;
-        }
-        self.last = now;
-        let mut err = std::io::stderr();
-        let _ = write!(err, "\rpacking: {} MiB", bytes >> 20);
-        let _ = err.flush();
-    }
-
-    fn done(&self) {
-        if self.on && self.last != UNIX_EPOCH {
-            eprintln!();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -251,10 +193,10 @@ mod tests {
             "key.pem",
         ])
         .unwrap();
-        assert_eq!(a.device_type, ["x", "y"]);
+        assert_eq!(a.common.device_type, ["x", "y"]);
         assert_eq!(a.payloads, [PathBuf::from("dir"), PathBuf::from("file")]);
         assert_eq!(
-            a.mender_artifact_args,
+            a.passthrough.mender_artifact_args,
             ["--depends", "k:v", "-k", "key.pem"]
         );
     }
