@@ -6,7 +6,7 @@ import pytest
 
 from bench import DEPENDS_UNMET_RE, host_device_paths_snapshot
 from scenarios.persistent_app import (APP, MODES, content, deploy_rollback_commit,
-                                      refused_before_install)
+                                      refused_before_install, refused_by_policy)
 
 pytestmark = pytest.mark.bench
 
@@ -127,4 +127,31 @@ def test_real_client_refuses_unmet_depends_and_escaping_archives_without_touchin
                   "ArtifactFailure", "Cleanup"],
     }[mode]
 
+    assert host_device_paths_snapshot() == before
+
+
+def test_real_client_refuses_services_the_device_policy_does_not_allow_in_download(sandbox, tools, tmp_path):
+    before = host_device_paths_snapshot()
+    module, generator = tools
+
+    # say=print: the captured run is shown with a failure, and in the README.
+    run = refused_by_policy(sandbox, module, generator, tmp_path, "stream", say=print)
+    committed = run.step("commit 1.0")
+    assert_ok(committed)
+    refusals = {
+        "sshd.service": f"persistent-app: error: Download: service sshd.service is not allowed on this device: "
+                        f"allowed_services in /etc/mender/persistent-app.conf permits only {APP}*",
+        "mender-updated.service": "persistent-app: error: Download: service mender-updated.service is the "
+                                  "Mender client's own unit",
+    }
+    for label, service in ((f"install {APP}-sshd (service sshd.service)", "sshd.service"),
+                           (f"install {APP}-client (service mender-updated.service)", "mender-updated.service")):
+        step = run.step(label)
+        assert step.returncode != 0, label
+        assert len(step.module_errors) == 1, step.module_lines
+        assert step.module_errors[0].startswith(refusals[service]), step.module_errors
+        # Refused in Download: the client runs Cleanup only, and the device is as 1.0's commit left it.
+        assert step.states == ["Download", "Cleanup"], step.states
+        assert step.tree == committed.tree and step.apps == [APP]
+        assert step.provides == committed.provides
     assert host_device_paths_snapshot() == before

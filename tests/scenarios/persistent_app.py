@@ -110,10 +110,12 @@ def content(m: dict[str, tuple]) -> dict[str, tuple]:
 
 
 def generate(generator: os.PathLike, out: Path, version: str, src: Path, device_type: str,
-             mender_artifact_args: Sequence[str] = ()) -> Path:
+             mender_artifact_args: Sequence[str] = (), service: str | None = None) -> Path:
     """`persistent-app-artifact-gen` as a user runs it; everything after `--` goes to mender-artifact."""
     argv = [str(generator), "-n", f"{APP}-{version}", "-t", device_type, "-d", DEST,
             "--software-name", APP, "--software-version", version, "-o", str(out), str(src)]
+    if service:
+        argv[1:1] = ["--service", service]
     if mender_artifact_args:
         argv += ["--", *mender_artifact_args]
     run(argv)
@@ -175,7 +177,7 @@ class Device:
     """The sandboxed device with the persistent-app module set up in one download mode."""
 
     def __init__(self, sandbox: DeviceSandbox, module: os.PathLike, mode: str, say: Say = _quiet,
-                 log_states: bool = False):
+                 log_states: bool = False, policy: dict | None = None):
         if mode not in MODES:
             raise ValueError(f"download mode {mode!r} is not one of {MODES}")
         self.sandbox = sandbox
@@ -194,7 +196,8 @@ class Device:
             sandbox.install_module("persistent-app", wrapper)
         else:
             sandbox.install_module("persistent-app", module)
-        (sandbox.etc_mender / "persistent-app.conf").write_text(json.dumps({"download": mode}) + "\n")
+        conf = {"download": mode, **(policy or {})}
+        (sandbox.etc_mender / "persistent-app.conf").write_text(json.dumps(conf) + "\n")
         # The module's lock lives in /run/lock on a device; here /run is the host's own.
         self.env = {"PERSISTENT_APP_LOCK": str(sandbox.dir / "persistent-app.lock")}
         self.result = Run(mode)
@@ -284,4 +287,27 @@ def refused_before_install(sandbox: DeviceSandbox, module: os.PathLike, generato
     dev.mender("commit 1.0", "commit")
     dev.install(f"{APP}-cuda (depends rootfs-image.cuda.version:11.8)", cuda)
     dev.install(f"{APP}-evil (../evil in the archive)", evil_artifact(workdir, sandbox.device_type))
+    return dev.result
+
+
+POLICY = {"allowed_services": [f"{APP}*"]}
+
+
+def refused_by_policy(sandbox: DeviceSandbox, module: os.PathLike, generator: os.PathLike,
+                      workdir: Path, mode: str, say: Say = _quiet) -> Run:
+    """A device whose policy allows only its app's own units (POLICY): 1.0 + commit, then an
+    artifact whose service is sshd.service and one whose service is the Mender client's own unit
+    (refused whatever the policy says). The generator builds both: the policy is the device's."""
+    dev = Device(sandbox, module, mode, say, log_states=True, policy=POLICY)
+    v1, _ = _sources(workdir)
+    dev.result.sources = {"1.0": manifest(v1)}
+    a1 = generate(generator, workdir / f"{APP}-1.0.mender", "1.0", v1, sandbox.device_type)
+    sshd = generate(generator, workdir / f"{APP}-sshd.mender", "sshd", v1, sandbox.device_type,
+                    service="sshd.service")
+    client = generate(generator, workdir / f"{APP}-client.mender", "client", v1, sandbox.device_type,
+                      service="mender-updated.service")
+    dev.install(f"{APP}-1.0", a1)
+    dev.mender("commit 1.0", "commit")
+    dev.install(f"{APP}-sshd (service sshd.service)", sshd)
+    dev.install(f"{APP}-client (service mender-updated.service)", client)
     return dev.result
