@@ -273,11 +273,6 @@ impl Members {
     }
 }
 
-/// Longest member name or link target (Linux's PATH_MAX).
-const MAX_NAME: u64 = 4096;
-/// Largest PAX extended header (all its records together).
-const MAX_PAX: u64 = 64 << 10;
-
 /// At most `max` characters of archive text for a message, everything but
 /// printable ASCII escaped, `…` where it was cut.
 fn printable(text: &str, max: usize) -> String {
@@ -301,107 +296,39 @@ fn quoted(text: &str) -> String {
     format!("\"{}\"", printable(text, 100))
 }
 
-/// Walks every header of the archive before the tar crate reads it, by the
-/// tar crate's own rules (which headers are extensions, a PAX `size`
-/// replacing the next member's, where the next header is), seeking over
-/// member data. The tar crate reads a GNU long-name or long-link record and
-/// a PAX header whole into memory before it hands out the member: one over
-/// [`MAX_NAME`] or [`MAX_PAX`] bytes is refused here, unread. So are GNU
-/// sparse members (refused below anyway; the crate would first read their
-/// chain of extension blocks). Anything the walk cannot read is left to the
-/// tar crate to report, from the first header it could not check on.
+/// Walks every header of the archive before the tar crate reads it, seeking
+/// over member data ([`tar_bounds::Walk`]: the tar crate's rules, the bounds
+/// on long-name records and PAX headers, no sparse members). Anything the
+/// walk cannot read (a cut archive) is left to the tar crate to report.
 fn check_headers(file: &mut File) -> Result<()> {
-    let octal = |field: &[u8]| -> Option<u64> {
-        let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
-        let text = std::str::from_utf8(&field[..end]).ok()?;
-        u64::from_str_radix(text.trim(), 8).ok()
-    };
+    let mut walk = tar_bounds::Walk::new();
     let mut at = 0u64;
-    let mut pax_size: Option<u64> = None;
-    let mut h = [0u8; 512];
+    let mut h = [0u8; tar_bounds::BLOCK];
     loop {
         file.seek(SeekFrom::Start(at))?;
-        if read_up_to(file, &mut h)? < h.len() || h.iter().all(|b| *b == 0) {
+        if read_up_to(file, &mut h)? < h.len() {
             return Ok(());
         }
-        let sum: u64 = h[..148]
-            .iter()
-            .chain(&h[156..])
-            .map(|b| u64::from(*b))
-            .sum::<u64>()
-            + 256;
-        let size = if h[124] & 0x80 != 0 {
-            Some(
-                h[125..136]
-                    .iter()
-                    .fold(0u64, |v, b| (v << 8) | u64::from(*b)),
-            )
-        } else {
-            octal(&h[124..136])
+        let member = match walk.header(&h) {
+            Ok(Some(member)) => member,
+            Ok(None) => return Ok(()),
+            Err(why) => bail!("the tar header at byte {at}: {why}; export the archive again"),
         };
-        let (Some(size), true) = (size, octal(&h[148..156]) == Some(sum)) else {
-            bail!("the tar header at byte {at} is corrupt (checksum or size); export it again");
-        };
-        let kind = h[156];
-        let recognised = &h[257..265] == b"ustar  \0" || &h[257..265] == b"ustar\x0000";
-        let extension = matches!(kind, b'L' | b'K' | b'x' | b'g');
-        let limit = match kind {
-            b'L' | b'K' => Some((MAX_NAME, "a GNU long-name record")),
-            b'x' | b'g' => Some((MAX_PAX, "a PAX extended header")),
-            _ => None,
-        };
-        if let Some((max, what)) = limit {
-            if size > max {
-                bail!(
-                    "{what} of {size} bytes at byte {at}; no path is longer than {MAX_NAME} bytes \
-                     nor a PAX header longer than {MAX_PAX}: the archive is crafted or corrupt"
-                );
-            }
-        }
-        if kind == b'S' {
-            bail!("the member at byte {at} is a sparse file; export the archive again");
-        }
-        let size = match pax_size {
-            Some(s) if !extension => s,
-            _ => size,
-        };
-        if !(recognised && matches!(kind, b'L' | b'K' | b'x')) {
-            pax_size = None;
-        }
-        if recognised && kind == b'x' {
-            let mut data = vec![0u8; size as usize];
+        if member.pax {
+            // At most MAX_PAX bytes: the walk refused a longer one.
+            let mut data = vec![0u8; member.data as usize];
             let n = read_up_to(file, &mut data)?;
-            pax_size = pax_size_record(&data[..n]);
+            walk.pax_data(&data[..n]);
         }
-        let padded = size
-            .checked_add(511)
-            .map(|s| s / 512 * 512)
-            .ok_or_else(|| anyhow!("the tar header at byte {at} has a size that overflows"))?;
         at = at
-            .checked_add(512 + padded)
-            .ok_or_else(|| anyhow!("the tar header at byte {at} has a size that overflows"))?;
+            .checked_add(tar_bounds::BLOCK as u64 + member.span())
+            .ok_or_else(|| {
+                anyhow!(
+                    "the tar header at byte {at}: {}",
+                    tar_bounds::Refusal::Overflow
+                )
+            })?;
     }
-}
-
-/// The `size` record of PAX data as the tar crate finds it: records are
-/// lines `<len> <key>=<value>`, read until the first malformed one.
-fn pax_size_record(data: &[u8]) -> Option<u64> {
-    for line in data.split(|b| *b == b'\n') {
-        if line.is_empty() {
-            return None;
-        }
-        let space = line.iter().position(|b| *b == b' ')?;
-        let len: usize = std::str::from_utf8(&line[..space]).ok()?.parse().ok()?;
-        if line.len() + 1 != len {
-            return None;
-        }
-        let record = &line[space + 1..];
-        let eq = record.iter().position(|b| *b == b'=')?;
-        if &record[..eq] == b"size" {
-            return std::str::from_utf8(&record[eq + 1..]).ok()?.parse().ok();
-        }
-    }
-    None
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {

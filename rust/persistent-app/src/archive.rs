@@ -167,7 +167,7 @@ impl Extractor {
     pub fn extract_tar<R: Read>(&mut self, reader: R) -> Result<()> {
         let consumed = Rc::new(Cell::new(0u64));
         let counting = Counting {
-            inner: bounds::Bounded::new(reader),
+            inner: tar_bounds::Bounded::new(reader),
             count: consumed.clone(),
         };
         let mut archive = tar::Archive::new(io::BufReader::with_capacity(64 * 1024, counting));
@@ -665,8 +665,6 @@ fn parse_pax_time(text: &str) -> Option<TimeSpec> {
 fn kit_err(path: &str, e: module_kit::fs::Error) -> ArchiveError {
     io_err(path, e.action, e.source)
 }
-
-mod bounds;
 
 #[cfg(test)]
 mod tests;
