@@ -12,7 +12,7 @@ use crate::config::{Config, DownloadMode};
 use crate::engine::docker::DockerEngine;
 use crate::executor::{self, DeployError, Deployer};
 use crate::journal::Journal;
-use crate::{fault, lock, log};
+use crate::{lock, log};
 
 /// The `docker` Update Module.
 #[derive(Debug, Default)]
@@ -96,7 +96,6 @@ fn recover(
     state: &str,
     work: impl FnOnce(&mut Deployer<'_>) -> Result<(), DeployError>,
 ) -> ModuleResult {
-    fault::set_state(state);
     let Some(stack) = stack_of(tree) else {
         log!("{state}: the artifact's meta-data names no stack, so this module changed nothing for it");
         return Ok(());
@@ -126,7 +125,6 @@ impl UpdateModule for DockerModule {
     }
 
     fn download(&mut self, tree: &FileTree, download: Download<'_>) -> ModuleResult {
-        fault::set_state("Download");
         // Validate before touching anything: a bad artifact changes nothing.
         let prepared = release(tree).and_then(|r| Ok((r, Config::load_from_env()?)));
         match prepared {
@@ -153,7 +151,6 @@ impl UpdateModule for DockerModule {
     }
 
     fn artifact_install(&mut self, tree: &FileTree) -> ModuleResult {
-        fault::set_state("ArtifactInstall");
         let release = release(tree)?;
         let config = Config::load_from_env()?;
         let mut stored = match config.download {
@@ -172,7 +169,6 @@ impl UpdateModule for DockerModule {
     }
 
     fn artifact_commit(&mut self, tree: &FileTree) -> ModuleResult {
-        fault::set_state("ArtifactCommit");
         let Some(stack) = stack_of(tree) else {
             log!("ArtifactCommit: the artifact's meta-data names no stack; nothing to commit");
             return Ok(());
