@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use docker_spec::{ImageRef, InlineArchive, Release};
 use mender_module_protocol::signal;
@@ -135,22 +135,10 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// Unique enough to tell two installs of one stack apart.
+/// Tells two installs of one stack apart: 10 hex digits, in container
+/// labels and volume names.
 pub fn new_install_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in nanos
-        .to_le_bytes()
-        .iter()
-        .chain(std::process::id().to_le_bytes().iter())
-    {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:010x}", hash & 0xff_ffff_ffff)
+    module_kit::ids::new_id(5)
 }
 
 /// The images of a release, each once, in order.
@@ -307,6 +295,8 @@ impl Deployer<'_> {
         }
         self.journal.state.update = Some(update);
         self.save("download")?;
+        // Room for the records a rollback writes, set aside while there is room.
+        self.journal.reserve()?;
 
         match payloads {
             Some(source) => self.load_inline(release, source)?,
@@ -660,6 +650,7 @@ impl Deployer<'_> {
         update.purge_volumes = plan.purge_volumes.clone();
         self.journal.state.update = Some(update);
         self.save("install")?;
+        self.journal.reserve()?;
 
         let timeout = release.health_timeout.unwrap_or(self.config.health_timeout);
         let identity = Identity {

@@ -39,6 +39,9 @@ pub const POINTS: &[&str] = &[
     "journal-rolled-back",
     "journal-dropped-pulled",
     "journal-cleared",
+    // Inside each journal write (module_kit::fs): the new file renamed into
+    // place, its directory not yet synced.
+    "rename",
 ];
 
 /// The variable that names the fault to inject (module_kit::fault's syntax).
@@ -83,6 +86,8 @@ mod tests {
         );
         let mut used = names_after(&text, "fault::point(\"", "");
         used.extend(names_after(&text, ".save(\"", "journal-"));
+        // module_kit::fs::Dir::rename's point, under every journal write.
+        used.insert("rename".to_owned());
         let listed: BTreeSet<String> = super::POINTS.iter().map(|p| p.to_string()).collect();
         assert_eq!(used, listed);
     }

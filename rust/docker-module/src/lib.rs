@@ -16,23 +16,22 @@ pub mod config;
 pub mod engine;
 pub mod executor;
 pub mod fault;
-pub mod fsops;
 pub mod health;
 pub mod journal;
 pub mod labels;
 pub mod load_guard;
-pub mod lock;
 pub mod plan;
 pub mod policy;
 pub mod states;
 
 pub use states::DockerModule;
 
-/// Progress for the deployment log, on stderr (stdout belongs to the
-/// protocol), each line in one write so the C++ client logs it whole.
+/// Progress for the deployment log, `docker: …` on stderr (stdout belongs
+/// to the protocol), each line in one write so the C++ client logs it whole
+/// (module_kit::log!).
 #[macro_export]
 macro_rules! log {
     ($($arg:tt)*) => {
-        mender_module_protocol::stderr_line(format_args!("docker: {}", format_args!($($arg)*)))
+        module_kit::log!("docker", $($arg)*)
     };
 }

@@ -12,7 +12,14 @@ use crate::config::{Config, DownloadMode};
 use crate::engine::docker::DockerEngine;
 use crate::executor::{self, DeployError, Deployer};
 use crate::journal::Journal;
-use crate::{lock, log};
+use crate::log;
+use module_kit::lock::ModuleLock;
+
+/// One docker module process at a time: two installs, or an install and a
+/// rollback, must never interleave their engine calls. The lock file is
+/// `DOCKER_MODULE_LOCK` where set (tests give each device its own).
+pub const LOCK_PATH: &str = "/run/lock/mender-docker-module.lock";
+const LOCK_ENV: &str = "DOCKER_MODULE_LOCK";
 
 /// The `docker` Update Module.
 #[derive(Debug, Default)]
@@ -23,12 +30,18 @@ struct Session {
     config: Config,
     artifact: String,
     journal: Journal,
-    _lock: lock::ModuleLock,
+    _lock: ModuleLock,
 }
 
 impl Session {
     fn open(config: Config, artifact: String, stack: &str) -> ModuleResultOf<Session> {
-        let lock = lock::acquire(&lock::path_from_env())?;
+        let path = module_kit::lock::path_from_env(LOCK_ENV, LOCK_PATH);
+        let lock = module_kit::lock::acquire(&path, || {
+            log!(
+                "waiting for another docker module process to release {}",
+                path.display()
+            )
+        })?;
         let journal = Journal::open(&config.state_dir, stack)?;
         Ok(Session {
             config,
