@@ -3,7 +3,9 @@
 Each scenario runs once on a clean device with DOCKER_MODULE_FAULT_TRACE, which lists every point each
 state process passes (`State:point:pid`). Then, for every (state, point) pair, the scenario runs again
 with DOCKER_MODULE_FAULT=<State>:<point>:<n> for the first and the last time one process passes it.
-The real Go client drives the module, so what follows a kill is its own state machine: Cleanup after
+Scenarios: install+commit, install+rollback, an install that fails its health gate, an inline-archive
+install+commit and an inline archive that Download refuses after loading it. The real Go client
+drives the module, so what follows a kill is its own state machine: Cleanup after
 a Download; ArtifactRollback, ArtifactFailure and Cleanup after an ArtifactInstall or ArtifactCommit;
 ArtifactFailure and Cleanup after an ArtifactRollback; Cleanup after an ArtifactFailure, each in a
 fresh process. A killed Cleanup is run again in a fresh process, as a client restarted after a
@@ -150,6 +152,7 @@ def registry_images(device: DockerDevice, images: dict[str, str]) -> None:
         images["v1"] = device.image("kp/app", "1")
         images["v2"] = device.image("kp/app", "2")
         images["tools"] = device.image("kp/tools", "1")
+        images["broken"] = device.image("kp/app", "3", cmd=["sh", "-c", "exit 3"])
 
 
 def web_release(device: DockerDevice) -> Path:
@@ -168,6 +171,15 @@ def web_release(device: DockerDevice) -> Path:
         replaces=["legacy"], purge_on_deploy=["cache"]))
 
 
+def broken_release(device: DockerDevice) -> Path:
+    """web-1 as above; web-3's web exits at once, so its install fails the health gate and the client
+    runs ArtifactRollback, ArtifactFailure and Cleanup by itself."""
+    web_release(device)
+    broken = SCENARIOS[0].images["broken"]
+    return device.artifact("web-3", stack_meta("web", [container("web", broken, volumes=["cache:/cache"])],
+                                               replaces=["legacy"], purge_on_deploy=["cache"]))
+
+
 def _inline_archives(device: DockerDevice) -> dict[str, str]:
     """Made once, so that image IDs stay the same across resets: edge-1 and edge-2 from inline
     archives, a local image of the user's holding the tag demo/app:2 that edge-2's archive carries,
@@ -175,7 +187,7 @@ def _inline_archives(device: DockerDevice) -> dict[str, str]:
     load, which must then remove both)."""
     from test_docker_inline import hand_made, local_image
 
-    made = SCENARIOS[2].images
+    made = SCENARIOS[3].images
     if made:
         return made
     work = device.workdir
@@ -215,6 +227,7 @@ def inline_release(device: DockerDevice, new: str = "edge-2") -> Path:
 SCENARIOS = [
     Scenario("install, commit", "web", web_release, "commit"),
     Scenario("install, rollback", "web", web_release, "rollback", focus=("ArtifactRollback",)),
+    Scenario("install that fails its health gate", "web", broken_release, "", focus=("ArtifactFailure",)),
     Scenario("inline archive install, commit", "edge", inline_release, "commit"),
     # The archive also holds an image the meta-data does not list: Download refuses it after the load.
     Scenario("inline archive refused after its load", "edge", lambda d: inline_release(d, "edge-3"), ""),
