@@ -16,7 +16,7 @@ use crate::engine::{Container, Credentials, Engine, EngineError, ErrorKind};
 use crate::health::{self, GateError};
 use crate::journal::{Journal, JournalError, Phase, ReleaseRecord, Update};
 use crate::labels::{self, Identity};
-use crate::plan::{self, Op, PlanError};
+use crate::plan::{self, Action, Op, PlanError, Step};
 use crate::{fault, load_guard, log};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,29 +38,71 @@ pub enum DeployError {
 
 pub type Result<T, E = DeployError> = std::result::Result<T, E>;
 
+/// What the phase plan decides from: the journal's update, and whether it
+/// is this deployment's.
+fn facts(journal: &Journal, artifact: &str) -> plan::Facts {
+    plan::Facts {
+        update: journal.state.update.as_ref().map(|u| plan::UpdateFacts {
+            phase: u.phase,
+            ours: u.artifact == artifact,
+            load: u.load.is_some(),
+            pulled: !u.pulled.is_empty(),
+        }),
+    }
+}
+
+/// The phase plan's refusal, worded with what to do.
+fn refusal(journal: &Journal, artifact: &str, r: plan::Refusal) -> DeployError {
+    let stack = &journal.state.stack;
+    DeployError::Refused(match r {
+        plan::Refusal::Pending(phase) => format!(
+            "stack {stack} is in the middle of an update to {} (phase {}); commit or roll it back first (mender commit / mender rollback)",
+            journal.state.update.as_ref().map_or("", |u| u.artifact.as_str()),
+            phase.as_str()
+        ),
+        plan::Refusal::AlreadyInstalling(phase) => format!(
+            "{artifact} of stack {stack} is already being installed (phase {}); commit or roll it back first (mender commit / mender rollback)",
+            phase.as_str()
+        ),
+        plan::Refusal::NotInstalled(phase) => format!(
+            "{artifact} cannot be committed: its install did not complete (phase {}); roll it back",
+            phase.as_str()
+        ),
+    })
+}
+
+/// The steps of `action` for this journal.
+fn steps(journal: &Journal, artifact: &str, action: Action) -> Result<Vec<Step>> {
+    plan::steps(action, &facts(journal, artifact)).map_err(|r| refusal(journal, artifact, r))
+}
+
 /// ArtifactCommit: accept the release. Removal waits for Cleanup, so a
 /// rollback after a commit that died on the way still finds the old set. It
 /// needs no engine: a commit must not fail because the engine is busy.
 pub fn commit(journal: &mut Journal, artifact: &str) -> Result<()> {
-    let Some(u) = journal.update_for(artifact) else {
+    if journal.update_for(artifact).is_none() {
         log!("no update of {artifact} in progress; nothing to commit");
         return Ok(());
-    };
-    match u.phase {
-        Phase::Commit => Ok(()),
-        Phase::Installed => {
-            if let Some(u) = journal.update_mut() {
-                u.phase = Phase::Commit;
-            }
-            journal.save("commit")?;
-            log!("committed {artifact}");
-            Ok(())
-        }
-        other => Err(DeployError::Refused(format!(
-            "{artifact} cannot be committed: its install did not complete (phase {}); roll it back",
-            other.as_str()
-        ))),
     }
+    for step in steps(journal, artifact, Action::Commit)? {
+        record_commit(journal, artifact, step)?;
+    }
+    Ok(())
+}
+
+/// The one step ArtifactCommit's plan has.
+fn record_commit(journal: &mut Journal, artifact: &str, step: Step) -> Result<()> {
+    if step != Step::Commit {
+        return Err(DeployError::Refused(format!(
+            "ArtifactCommit cannot take the step {step:?} without the engine; roll {artifact} back"
+        )));
+    }
+    if let Some(u) = journal.update_mut() {
+        u.phase = Phase::Commit;
+    }
+    journal.save("commit")?;
+    log!("committed {artifact}");
+    Ok(())
 }
 
 /// One payload file on its way in: its name, the size the client announced
@@ -196,41 +238,52 @@ impl Deployer<'_> {
         Ok(())
     }
 
-    /// Finishes an update of another artifact that the client gave up on
-    /// without our Cleanup, or refuses when one is still undecided.
-    fn settle_abandoned(&mut self, keep: &[String]) -> Result<()> {
-        let Some(u) = self.journal.state.update.clone() else {
-            return Ok(());
-        };
-        if u.artifact == self.artifact {
-            return Ok(());
+    /// Runs the phase plan's steps of `action` except the switch, which
+    /// only ArtifactInstall takes with its release. `keep`: images a new
+    /// release needs, never dropped with an abandoned update's.
+    fn run_steps(&mut self, action: Action, keep: &[String]) -> Result<Vec<Step>> {
+        let list = steps(self.journal, self.artifact, action)?;
+        let abandoned = self
+            .journal
+            .state
+            .update
+            .as_ref()
+            .filter(|u| u.artifact != self.artifact)
+            .map(|u| (u.artifact.clone(), u.phase));
+        if let (Some((other, phase)), false) = (abandoned, list.is_empty()) {
+            let stack = &self.journal.state.stack;
+            if phase == Phase::Commit {
+                log!("finishing the commit of {other} of stack {stack} first");
+            } else {
+                log!("finishing the cleanup of the abandoned update to {other} of stack {stack}");
+            }
         }
-        match u.phase {
-            Phase::Download | Phase::RolledBack => {
-                log!(
-                    "finishing the cleanup of the abandoned update to {} of stack {}",
-                    u.artifact,
-                    self.journal.state.stack
-                );
-                self.undo_interrupted_load()?;
-                self.drop_pulled(keep)?;
+        for step in &list {
+            self.step(action, *step, keep)?;
+        }
+        Ok(list)
+    }
+
+    fn step(&mut self, action: Action, step: Step, keep: &[String]) -> Result<()> {
+        match step {
+            Step::UndoLoad => self.undo_interrupted_load(),
+            Step::DropPulled => self.drop_pulled(keep),
+            Step::Clear => {
                 self.journal.state.update = None;
                 self.save("cleared")
             }
-            Phase::Commit => {
-                log!(
-                    "finishing the commit of {} of stack {} first",
-                    u.artifact,
-                    self.journal.state.stack
-                );
-                self.collect_garbage()
+            Step::Restore => {
+                match action {
+                    Action::Install => log!("an earlier attempt of this install was interrupted; restoring the previous set first"),
+                    Action::Cleanup => log!("the update was neither committed nor rolled back; restoring the previous set"),
+                    _ => {}
+                }
+                self.restore()
             }
-            Phase::Install | Phase::Installed => Err(DeployError::Refused(format!(
-                "stack {} is in the middle of an update to {} (phase {}); commit or roll it back first (mender commit / mender rollback)",
-                self.journal.state.stack,
-                u.artifact,
-                u.phase.as_str()
-            ))),
+            Step::FinishCommit => self.collect_garbage(),
+            Step::Commit => record_commit(self.journal, self.artifact, step),
+            // ArtifactInstall takes it itself, with its release.
+            Step::Switch => Ok(()),
         }
     }
 
@@ -250,17 +303,7 @@ impl Deployer<'_> {
         for image in &images {
             credentials_for(release, self.config, image)?;
         }
-        self.settle_abandoned(&pinned)?;
-        if let Some(u) = self.journal.update_for(self.artifact) {
-            if u.phase.switched() {
-                return Err(DeployError::Refused(format!(
-                    "{} of stack {} is already being installed (phase {}); commit or roll it back first (mender commit / mender rollback)",
-                    self.artifact,
-                    release.stack,
-                    u.phase.as_str()
-                )));
-            }
-        }
+        self.run_steps(Action::Download, &pinned)?;
 
         let mut missing: Vec<&ImageRef> = Vec::new();
         for image in &images {
@@ -591,17 +634,10 @@ impl Deployer<'_> {
     ) -> Result<()> {
         let images = release_images(release);
         let pinned: Vec<String> = images.iter().map(|i| i.pinned()).collect();
-        self.settle_abandoned(&pinned)?;
-        match self.journal.update_for(self.artifact).map(|u| u.phase) {
-            Some(Phase::Installed) | Some(Phase::Commit) => {
-                log!("release {} is already installed", self.artifact);
-                return Ok(());
-            }
-            Some(Phase::Install) => {
-                log!("an earlier attempt of this install was interrupted; restoring the previous set first");
-                self.restore()?;
-            }
-            _ => {}
+        let list = self.run_steps(Action::Install, &pinned)?;
+        if !list.contains(&Step::Switch) {
+            log!("release {} is already installed", self.artifact);
+            return Ok(());
         }
         // The policy may have been tightened since Download.
         crate::policy::enforce(release, self.config, &self.engine.containers()?)?;
@@ -676,53 +712,28 @@ impl Deployer<'_> {
 
     /// ArtifactRollback: the previous set, exactly.
     pub fn rollback(&mut self) -> Result<()> {
-        match self.journal.update_for(self.artifact).map(|u| u.phase) {
-            None => {
-                log!(
-                    "no update of {} in progress; nothing to roll back",
-                    self.artifact
-                );
-                Ok(())
-            }
-            Some(p) if p.switched() => self.restore(),
-            Some(_) => {
-                log!("nothing was switched; the previous set is untouched");
-                Ok(())
-            }
+        if self.journal.update_for(self.artifact).is_none() {
+            log!(
+                "no update of {} in progress; nothing to roll back",
+                self.artifact
+            );
+            return Ok(());
         }
+        if self.run_steps(Action::Rollback, &[])?.is_empty() {
+            log!("nothing was switched; the previous set is untouched");
+        }
+        Ok(())
     }
 
-    /// ArtifactFailure: previous set back, and what the update pulled gone.
+    /// ArtifactFailure: previous set back, and what the update fetched gone.
     pub fn failure(&mut self) -> Result<()> {
-        let Some(phase) = self.journal.update_for(self.artifact).map(|u| u.phase) else {
-            return Ok(());
-        };
-        if phase.switched() {
-            self.restore()?;
-        }
-        self.undo_interrupted_load()?;
-        self.drop_pulled(&[])
+        self.run_steps(Action::Failure, &[]).map(drop)
     }
 
     /// Cleanup: after a commit, remove the old set and prune images; after a
     /// failure, leave nothing of the update behind. Clears the update.
     pub fn cleanup(&mut self) -> Result<()> {
-        let Some(phase) = self.journal.update_for(self.artifact).map(|u| u.phase) else {
-            return Ok(());
-        };
-        match phase {
-            Phase::Commit => self.collect_garbage(),
-            _ => {
-                if phase.switched() {
-                    log!("the update was neither committed nor rolled back; restoring the previous set");
-                    self.restore()?;
-                }
-                self.undo_interrupted_load()?;
-                self.drop_pulled(&[])?;
-                self.journal.state.update = None;
-                self.save("cleared")
-            }
-        }
+        self.run_steps(Action::Cleanup, &[]).map(drop)
     }
 
     /// Puts the previous set back and records that.

@@ -421,8 +421,8 @@ fn assert_clean(w: &World, committed: u8) {
 #[test]
 fn a_deployment_cut_anywhere_ends_committed_or_exactly_as_before() {
     let mut cases = 0;
-    for at in 0..FLOW.len() {
-        let len = state_writes(FLOW[at], &fresh(), 1).len().max(8);
+    for (at, action) in FLOW.iter().enumerate() {
+        let len = state_writes(*action, &fresh(), 1).len().max(8);
         for cut in 0..=len {
             for again in [None, Some(0), Some(1), Some(2), Some(3), Some(4)] {
                 let mut w = fresh();
