@@ -11,6 +11,8 @@ use docker_spec::{ContainerSpec, ImageRef, Release, Strategy};
 use super::*;
 use crate::engine::fake::FakeEngine;
 use crate::engine::Health;
+use crate::journal::Phase;
+use crate::labels;
 
 struct Bench {
     engine: FakeEngine,

@@ -5,17 +5,20 @@
 //! process after a crash.
 //!
 //! Layout: [`config`] (device configuration), [`engine`] (the seam in front of
-//! the container engine), [`plan`] (pure planning), [`executor`] (the only
-//! code that acts), [`journal`] (the per-stack state file), [`health`] (the
+//! the container engine), [`plan`] (pure planning: the phase steps and the
+//! container operations), [`executor`] with [`fetch`], [`switch`] and
+//! [`apply`] (the only code that acts), [`journal`] (the per-stack state file), [`health`] (the
 //! gate), [`states`] (the protocol states), [`policy`] (what artifacts may ask
 //! of the host), [`archive`] and [`load_guard`] (inline image loads that can
 //! neither tag nor leave anything behind).
 
+pub mod apply;
 pub mod archive;
 pub mod config;
 pub mod engine;
 pub mod executor;
 pub mod fault;
+pub mod fetch;
 pub mod health;
 pub mod journal;
 pub mod labels;
@@ -23,6 +26,7 @@ pub mod load_guard;
 pub mod plan;
 pub mod policy;
 pub mod states;
+pub mod switch;
 
 pub use states::DockerModule;
 
