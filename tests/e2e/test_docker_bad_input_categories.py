@@ -138,6 +138,18 @@ def meta_cases(v2: str) -> dict[str, tuple[dict, str]]:
         "container name held by a foreign container": (_stack(v2, ok, container("api", v2)),
                                                        "container name api is already used by container api"),
         "not enough disk space": (_stack(v2, {**ok, "size": 1 << 60}), "not enough disk space"),
+        "env variable name with =": (_stack(v2, {**ok, "env": {"A=B": "x"}}), "docker-stack.containers.web.env"),
+        "unknown healthcheck test": (_stack(v2, {**ok, "healthcheck": {"test": ["BOGUS"]}}),
+                                     "docker-stack.containers.web.healthcheck"),
+        "relative device path": (_stack(v2, {**ok, "devices": ["ttyUSB0"]}), "docker-stack.containers.web.devices"),
+        "unknown capability": (_stack(v2, {**ok, "cap_add": ["NOT_A_CAP"]}), "docker-stack.containers.web.cap_add"),
+        "replaces listing a container twice": (_stack(v2, replaces=["legacy", "legacy"]), '"legacy" is listed twice'),
+        "inline payload name with a path": (
+            _stack(v2, container("web", "demo/app:x@sha256:" + "a" * 64),
+                   inline={"../images.tar": {"images": ["sha256:" + "a" * 64]}}), "docker-stack.inline"),
+        "malformed inline image ID": (
+            _stack(v2, container("web", "demo/app:x@sha256:" + "a" * 64),
+                   inline={"images.tar": {"images": ["sha256:xyz"]}}), "docker-stack.inline"),
         "policy: privileged container": (_stack(v2, {**ok, "privileged": True}), "privileged"),
         "policy: bind outside the allowed prefixes": (_stack(v2, {**ok, "binds": ["/etc:/host-etc"]}),
                                                       "docker-stack.containers.web.binds"),
