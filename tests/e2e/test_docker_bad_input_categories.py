@@ -119,6 +119,8 @@ def meta_cases(v2: str) -> dict[str, tuple[dict, str]]:
                          "docker-stack.health_timeout_seconds"),
         "zero duration": ({"docker-stack": {**doc, "health_timeout_seconds": 0}}, "must be at least 1 second"),
         "negative limit": (_stack(v2, {**ok, "memory_bytes": -1}), "docker-stack.containers.web.memory_bytes"),
+        "memory limit below the engine's minimum": (_stack(v2, {**ok, "memory_bytes": 4096}),
+                                                    "below the engine's minimum"),
         "huge limit": (_stack(v2, {**ok, "cpus": 1e12}), "is not a positive number"),
         "reserved label": (_stack(v2, {**ok, "labels": {"io.mender.composable.stack": "x"}}),
                            "reserves for its own bookkeeping"),

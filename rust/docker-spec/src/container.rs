@@ -532,6 +532,21 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Memory sizes as `docker run --memory` takes them: bytes, or with b, k, m, g.
+/// The smallest memory limit the engine accepts (6 MiB): a smaller one would
+/// pass Download and fail the install when the engine creates the container.
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// A memory limit in bytes, at least [`MIN_MEMORY`].
+pub fn check_memory(bytes: u64) -> Result<u64, String> {
+    if bytes >= MIN_MEMORY {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "memory limit of {bytes} bytes is below the engine's minimum of {MIN_MEMORY} (6 MiB)"
+        ))
+    }
+}
+
 pub fn parse_memory(text: &str) -> Result<u64, String> {
     let bad = || format!("memory size {text:?} is not like 512m, 1g or 1048576");
     let lower = text.to_ascii_lowercase();
@@ -544,7 +559,7 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         None => return Err(bad()),
     };
     let n: u64 = number.parse().map_err(|_| bad())?;
-    n.checked_mul(factor).filter(|&b| b > 0).ok_or_else(bad)
+    check_memory(n.checked_mul(factor).filter(|&b| b > 0).ok_or_else(bad)?)
 }
 
 /// `--cpus 1.5` → nano CPUs.
@@ -563,7 +578,14 @@ mod tests {
 
     #[test]
     fn capabilities_are_the_kernels_in_any_spelling_the_engine_takes() {
-        for ok in ["NET_ADMIN", "net_admin", "CAP_SYS_TIME", "cap_bpf", "ALL", "all"] {
+        for ok in [
+            "NET_ADMIN",
+            "net_admin",
+            "CAP_SYS_TIME",
+            "cap_bpf",
+            "ALL",
+            "all",
+        ] {
             assert_eq!(check_capability(ok), Ok(()), "{ok}");
         }
         for bad in ["NOT_A_CAP", "", "CAP_", "NET ADMIN", "SYS_TIME\n"] {
@@ -646,7 +668,11 @@ mod tests {
         assert!(parse_go_duration("s").is_err());
         assert_eq!(parse_memory("512m").unwrap(), 512 << 20);
         assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_memory("4096").unwrap(), 4096);
+        assert_eq!(parse_memory("6291456").unwrap(), 6 << 20);
+        // Below the engine's minimum: the install would fail at create.
+        let e = parse_memory("4096").unwrap_err();
+        assert!(e.contains("below the engine's minimum"), "{e}");
+        assert!(parse_memory("5m").is_err());
         assert!(parse_memory("lots").is_err());
         assert_eq!(parse_cpus("1.5").unwrap(), 1_500_000_000);
         assert!(parse_cpus("-1").is_err());
