@@ -5,11 +5,10 @@ state process passes (`State:point:pid`). Then, for every (state, point) pair, t
 with DOCKER_MODULE_FAULT=<State>:<point>:<n> for the first and the last time one process passes it.
 Scenarios: install+commit, install+rollback, an install that fails its health gate, an inline-archive
 install+commit and an inline archive that Download refuses after loading it. The real Go client
-drives the module, so what follows a kill is its own state machine: Cleanup after
-a Download; ArtifactRollback, ArtifactFailure and Cleanup after an ArtifactInstall or ArtifactCommit;
-ArtifactFailure and Cleanup after an ArtifactRollback; Cleanup after an ArtifactFailure, each in a
-fresh process. A killed Cleanup is run again in a fresh process, as a client restarted after a
-power cut runs it (the Go client leaves it to the next deployment, test_docker_crash.py covers that).
+drives the module, so what follows a kill is the client's own error path (Cleanup after a Download;
+ArtifactRollback, ArtifactFailure and Cleanup, as far as they apply, after the others), each state in
+a fresh process. A killed Cleanup is run again in a fresh process, as a client restarted after a
+power cut runs it (the Go client leaves it to the next deployment; test_docker_crash.py covers that).
 
 After each kill and its recovery the device must be exactly on one release, the one the client
 reports: the old one with the same containers (ids), states, images, tags, volumes and journal, or
