@@ -85,14 +85,18 @@ class State:
     volumes: set[str]
     journal: dict | None
     artifact: str
+    # The module's state directory: journals only, no spare or temporary file left.
+    files: list[str]
 
     @staticmethod
     def of(device: DockerDevice, stack: str) -> "State":
         snap = device.snapshot()
         containers = {n: (c[0], c[1], c[2], c[3].get("io.mender.composable.release", ""))
                       for n, c in snap.containers.items()}
+        state_dir = device.sandbox.host_path(STATE_DIR)
+        files = sorted(p.name for p in state_dir.iterdir()) if state_dir.exists() else []
         return State(containers, snap.images, tags(device), volumes(device), device.journal(stack),
-                     device.sandbox.artifact_name())
+                     device.sandbox.artifact_name(), files)
 
     def differences(self, want: "State", *, exact_ids: bool) -> list[str]:
         out = []
@@ -106,6 +110,8 @@ class State:
             out.append(f"tags {self.tags} != {want.tags}")
         if exact_ids and self.volumes != want.volumes or len(self.volumes) != len(want.volumes):
             out.append(f"volumes {sorted(self.volumes)} != {sorted(want.volumes)}")
+        if self.files != want.files:
+            out.append(f"state directory {self.files} != {want.files}")
         journal = self.journal or {}
         if journal.get("update") is not None:
             out.append(f"an update is left in the journal: {journal['update']}")
