@@ -200,6 +200,11 @@ def module_lines(stderr: str) -> list[str]:
     return lines
 
 
+def fault_fired(stderr: str) -> bool:
+    """Whether a fault point killed the module (module_kit::fault says so on stderr first)."""
+    return "fault injected at " in stderr
+
+
 def module_errors(stderr: str) -> list[str]:
     return [line for line in module_lines(stderr) if line.startswith("docker: error:")]
 

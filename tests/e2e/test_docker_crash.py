@@ -16,7 +16,7 @@ from docker_helpers import (
     DockerDevice,
     container,
     fault_binary,
-    module_lines,
+    fault_fired,
     stack_meta,
 )
 
@@ -101,7 +101,7 @@ def test_sigkill_at_every_point_of_an_install_returns_to_the_previous_set(crash_
         if fault.startswith("ArtifactCommit:"):
             assert result.returncode == 0, result.stderr
             result = device.mender("commit", env=env)
-        fired = any("fault injection: SIGKILL" in line for line in module_lines(result.stderr))
+        fired = fault_fired(result.stderr)
         if result.returncode == 0 or not fired:
             problems.append(f"{fault}: the fault did not fire or the client did not fail (exit {result.returncode})")
         _assert_previous_set(device, before, [v2], fault, problems)
@@ -118,7 +118,7 @@ def test_sigkill_in_the_recovery_states_is_recovered_by_the_next_one(crash_devic
     for fault in RECOVERY_FAULTS:
         result = device.install(bad, env={"DOCKER_MODULE_FAULT": fault})
         assert result.returncode != 0
-        if not any("SIGKILL" in line for line in module_lines(result.stderr)):
+        if not fault_fired(result.stderr):
             problems.append(f"{fault}: the fault did not fire")
         # A rollback or failure state that dies makes the Go client record the artifact as
         # "<name>_INCONSISTENT"; what matters here is that the device is back on the previous set.
@@ -194,7 +194,7 @@ def test_sigkill_around_an_inline_load_leaves_no_image_and_no_tag_behind(sandbox
         if fault.startswith("ArtifactInstall:"):
             device.configure(download="store")
         result = device.install(artifact, env={"DOCKER_MODULE_FAULT": fault})
-        fired = any("fault injection: SIGKILL" in line for line in module_lines(result.stderr))
+        fired = fault_fired(result.stderr)
         if result.returncode == 0 or not fired:
             problems.append(f"{fault}: the fault did not fire or the client did not fail (exit {result.returncode})")
         after = device.snapshot()

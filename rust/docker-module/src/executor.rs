@@ -1,23 +1,26 @@
-//! The only code that acts: it runs plans against the engine, moves the
-//! journal on, and checks for SIGTERM between steps. Each function is one
-//! state's work and can run again in a fresh process after a crash at any
-//! point, because it decides from the journal and what the engine reports.
+//! What every state works with: the [`Deployer`] (the engine, the
+//! configuration, the journal and this deployment's artifact), its errors,
+//! and the payloads on their way in. The states' work is split by what it
+//! does, as in the persistent-app module: [`crate::fetch`] (Download: disk
+//! check, pulls, inline loads), [`crate::switch`] (ArtifactInstall's switch)
+//! and [`crate::apply`] (the phase plan's steps: restore, clean-up, commit,
+//! and running container operations). Every function can run again in a
+//! fresh process after a crash at any point, because it decides from the
+//! journal and what the engine reports.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use docker_spec::{ImageRef, InlineArchive, Release};
-use mender_module_protocol::signal;
+use docker_spec::{ImageRef, Release};
 
-use crate::archive::TagStripper;
 use crate::config::Config;
-use crate::engine::{Container, Credentials, Engine, EngineError, ErrorKind};
-use crate::health::{self, GateError};
-use crate::journal::{Journal, JournalError, Phase, ReleaseRecord, Update};
-use crate::labels::{self, Identity};
-use crate::plan::{self, Op, PlanError};
-use crate::{fault, load_guard, log};
+use crate::engine::{Credentials, Engine, EngineError};
+use crate::health::GateError;
+use crate::journal::{Journal, JournalError, Update};
+use crate::log;
+use crate::plan::PlanError;
+
+pub use crate::apply::commit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -37,31 +40,6 @@ pub enum DeployError {
 }
 
 pub type Result<T, E = DeployError> = std::result::Result<T, E>;
-
-/// ArtifactCommit: accept the release. Removal waits for Cleanup, so a
-/// rollback after a commit that died on the way still finds the old set. It
-/// needs no engine: a commit must not fail because the engine is busy.
-pub fn commit(journal: &mut Journal, artifact: &str) -> Result<()> {
-    let Some(u) = journal.update_for(artifact) else {
-        log!("no update of {artifact} in progress; nothing to commit");
-        return Ok(());
-    };
-    match u.phase {
-        Phase::Commit => Ok(()),
-        Phase::Installed => {
-            if let Some(u) = journal.update_mut() {
-                u.phase = Phase::Commit;
-            }
-            journal.save("commit")?;
-            log!("committed {artifact}");
-            Ok(())
-        }
-        other => Err(DeployError::Refused(format!(
-            "{artifact} cannot be committed: its install did not complete (phase {}); roll it back",
-            other.as_str()
-        ))),
-    }
-}
 
 /// One payload file on its way in: its name, the size the client announced
 /// (`DownloadWithFileSizes`, or a stored file's length), and its bytes.
@@ -91,7 +69,7 @@ impl PayloadSource for mender_module_protocol::Payloads {
 
 /// Reads what is left of a payload so the client can go on; its errors do
 /// not matter any more.
-fn drain(reader: &mut dyn Read) {
+pub(crate) fn drain(reader: &mut dyn Read) {
     let _ = io::copy(reader, &mut io::sink());
 }
 
@@ -114,11 +92,11 @@ pub struct Deployer<'a> {
     pub poll: Duration,
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-fn join(ids: &[&String]) -> String {
+pub(crate) fn join(ids: &[&String]) -> String {
     ids.iter()
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
@@ -127,34 +105,22 @@ fn join(ids: &[&String]) -> String {
 
 /// Engine messages can quote archive content: at most `max` characters,
 /// printable.
-fn bounded(text: &str, max: usize) -> String {
+pub(crate) fn bounded(text: &str, max: usize) -> String {
     crate::archive::printable(text.as_bytes(), max)
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// Unique enough to tell two installs of one stack apart.
+/// Tells two installs of one stack apart: 10 hex digits, in container
+/// labels and volume names.
 pub fn new_install_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in nanos
-        .to_le_bytes()
-        .iter()
-        .chain(std::process::id().to_le_bytes().iter())
-    {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:010x}", hash & 0xff_ffff_ffff)
+    module_kit::ids::new_id(5)
 }
 
 /// The images of a release, each once, in order.
-fn release_images(release: &Release) -> Vec<&ImageRef> {
+pub(crate) fn release_images(release: &Release) -> Vec<&ImageRef> {
     let mut out: Vec<&ImageRef> = Vec::new();
     for c in &release.containers {
         if !out.iter().any(|i| i.pinned() == c.image.pinned()) {
@@ -197,766 +163,14 @@ pub fn credentials_for<'c>(
 }
 
 impl Deployer<'_> {
-    fn update(&mut self) -> &mut Update {
+    pub(crate) fn update(&mut self) -> &mut Update {
         self.journal
             .update_mut()
             .expect("callers record an update before changing it")
     }
 
-    fn save(&mut self, point: &str) -> Result<()> {
+    pub(crate) fn save(&mut self, point: &str) -> Result<()> {
         self.journal.save(point)?;
-        Ok(())
-    }
-
-    /// Finishes an update of another artifact that the client gave up on
-    /// without our Cleanup, or refuses when one is still undecided.
-    fn settle_abandoned(&mut self, keep: &[String]) -> Result<()> {
-        let Some(u) = self.journal.state.update.clone() else {
-            return Ok(());
-        };
-        if u.artifact == self.artifact {
-            return Ok(());
-        }
-        match u.phase {
-            Phase::Download | Phase::RolledBack => {
-                log!(
-                    "finishing the cleanup of the abandoned update to {} of stack {}",
-                    u.artifact,
-                    self.journal.state.stack
-                );
-                self.undo_interrupted_load()?;
-                self.drop_pulled(keep)?;
-                self.journal.state.update = None;
-                self.save("cleared")
-            }
-            Phase::Commit => {
-                log!(
-                    "finishing the commit of {} of stack {} first",
-                    u.artifact,
-                    self.journal.state.stack
-                );
-                self.collect_garbage()
-            }
-            Phase::Install | Phase::Installed => Err(DeployError::Refused(format!(
-                "stack {} is in the middle of an update to {} (phase {}); commit or roll it back first (mender commit / mender rollback)",
-                self.journal.state.stack,
-                u.artifact,
-                u.phase.as_str()
-            ))),
-        }
-    }
-
-    /// Download: validate against the device, check the disk, pull by digest
-    /// and verify. Stops nothing.
-    ///
-    /// `payloads` is the client's stream when the module streams (inline
-    /// archives are loaded here), `None` when the client stores the payloads
-    /// (ArtifactInstall loads them).
-    pub fn download(
-        &mut self,
-        release: &Release,
-        payloads: Option<&mut dyn PayloadSource>,
-    ) -> Result<()> {
-        let images = release_images(release);
-        let pinned: Vec<String> = images.iter().map(|i| i.pinned()).collect();
-        for image in &images {
-            credentials_for(release, self.config, image)?;
-        }
-        self.settle_abandoned(&pinned)?;
-        if let Some(u) = self.journal.update_for(self.artifact) {
-            if u.phase.switched() {
-                return Err(DeployError::Refused(format!(
-                    "{} of stack {} is already being installed (phase {}); commit or roll it back first (mender commit / mender rollback)",
-                    self.artifact,
-                    release.stack,
-                    u.phase.as_str()
-                )));
-            }
-        }
-
-        let mut missing: Vec<&ImageRef> = Vec::new();
-        for image in &images {
-            match self.engine.image(&image.pinned())? {
-                Some(found) if found.has_digest(image) => {
-                    log!("image {image} is already on the device")
-                }
-                _ => missing.push(image),
-            }
-        }
-        // Refuse now what ArtifactInstall would refuse (a name in use by a
-        // container the module does not manage, …): nothing has changed yet.
-        let containers = self.engine.containers()?;
-        crate::policy::enforce(release, self.config, &containers)?;
-        plan::install(release, "check", &containers)?;
-        let (to_load, to_pull): (Vec<&ImageRef>, Vec<&ImageRef>) =
-            missing.iter().partition(|i| i.inline);
-        self.check_disk(release, &to_pull, &to_load)?;
-
-        let artifact = self.artifact.to_owned();
-        let mut update = match self.journal.state.update.take() {
-            Some(u) if u.artifact == artifact => u,
-            _ => Update::new(&artifact),
-        };
-        update.phase = Phase::Download;
-        update.images = pinned;
-        for m in &missing {
-            let p = m.pinned();
-            if !update.pulled.contains(&p) {
-                update.pulled.push(p);
-            }
-        }
-        self.journal.state.update = Some(update);
-        self.save("download")?;
-
-        match payloads {
-            Some(source) => self.load_inline(release, source)?,
-            None if !to_load.is_empty() => log!(
-                "the client stores the payloads; ArtifactInstall loads the {} inline image(s)",
-                to_load.len()
-            ),
-            None => {}
-        }
-        for (n, image) in to_pull.iter().enumerate() {
-            signal::check()?;
-            let creds = credentials_for(release, self.config, image)?;
-            log!(
-                "pulling {image} ({}/{}){}",
-                n + 1,
-                to_pull.len(),
-                if creds.is_some() {
-                    " with the configured registry credentials"
-                } else {
-                    ""
-                }
-            );
-            self.engine.pull(image, creds)?;
-            fault::point("after-pull");
-            match self.engine.image(&image.pinned())? {
-                Some(found) if found.has_digest(image) => {}
-                Some(found) => {
-                    return Err(DeployError::Refused(format!(
-                        "pulled {image}, but the engine lists its digests as {:?}; the registry served something else, refusing it",
-                        found.repo_digests
-                    )))
-                }
-                None => {
-                    return Err(DeployError::Refused(format!(
-                        "pulled {image}, but the engine does not have it afterwards"
-                    )))
-                }
-            }
-        }
-        log!(
-            "release {} of stack {}: {} container(s), {} image(s) ready",
-            self.artifact,
-            release.stack,
-            release.containers.len(),
-            images.len()
-        );
-        Ok(())
-    }
-
-    /// What the images still to fetch need against the free space of the
-    /// engine's data root: the size hints of registry images, and twice each
-    /// inline archive (the engine unpacks the archive in its data root before
-    /// it registers the layers). What has no size is named in the log: the
-    /// check cannot cover it.
-    fn check_disk(
-        &mut self,
-        release: &Release,
-        to_pull: &[&ImageRef],
-        to_load: &[&ImageRef],
-    ) -> Result<()> {
-        let mut need = 0u64;
-        let mut unknown = Vec::new();
-        for image in to_pull {
-            let hint = release
-                .containers
-                .iter()
-                .filter(|c| &c.image == *image)
-                .filter_map(|c| c.size)
-                .max();
-            match hint {
-                Some(s) => need = need.saturating_add(s),
-                None => unknown.push(format!("image {image} has no size hint")),
-            }
-        }
-        for archive in release.inline.iter().filter(|a| {
-            a.images
-                .iter()
-                .any(|id| to_load.iter().any(|i| i.digest == *id))
-        }) {
-            match archive.size {
-                Some(s) => need = need.saturating_add(s.saturating_mul(2)),
-                // Checked again when the client announces the payload's size.
-                None => unknown.push(format!(
-                    "inline archive {} states no size (checked again if the client announces it)",
-                    archive.payload
-                )),
-            }
-        }
-        self.check_free(need, "the images still to fetch", &unknown)
-    }
-
-    fn check_free(&mut self, need: u64, what: &str, unknown: &[String]) -> Result<()> {
-        for u in unknown {
-            log!("disk check: {u}, so the check cannot cover it");
-        }
-        if need == 0 {
-            return Ok(());
-        }
-        let root = self.engine.data_root()?;
-        match root.free_bytes {
-            None => log!(
-                "disk check: cannot examine the engine's data root {} from here; skipped",
-                root.path.display()
-            ),
-            Some(free) if need > free => {
-                return Err(DeployError::Refused(format!(
-                    "not enough disk space for {what}: {} needed but the engine's data root {} has {} free; free space there (e.g. remove unused images) and retry",
-                    mib(need),
-                    root.path.display(),
-                    mib(free)
-                )))
-            }
-            Some(free) => log!(
-                "disk check for {what}: {} needed, {} free on {}",
-                mib(need),
-                mib(free),
-                root.path.display()
-            ),
-        }
-        Ok(())
-    }
-
-    /// Streams every inline archive whose images are not all on the device
-    /// into the engine and checks it loaded exactly the listed IDs. Other
-    /// payloads are read and ignored. What a refused archive added is removed
-    /// at once; what a good one added is in the journal's `pulled`, so a
-    /// failed update removes it too.
-    pub fn load_inline(&mut self, release: &Release, source: &mut dyn PayloadSource) -> Result<()> {
-        // A Download of this artifact run again after a killed one.
-        self.undo_interrupted_load()?;
-        let mut seen: Vec<String> = Vec::new();
-        while let Some(mut p) = source.next_payload()? {
-            let result = match release.inline_archive(&p.name) {
-                Some(archive) => {
-                    seen.push(p.name.clone());
-                    self.load_archive(archive, &mut p)
-                }
-                None => {
-                    log!(
-                        "ignoring payload file {}: the release lists no inline archive of that name",
-                        bounded(&p.name, 80)
-                    );
-                    Ok(())
-                }
-            };
-            drain(&mut p.reader);
-            result?;
-        }
-        for archive in &release.inline {
-            if seen.contains(&archive.payload) {
-                continue;
-            }
-            let absent: Vec<&String> = self.absent_ids(archive)?;
-            if !absent.is_empty() {
-                return Err(DeployError::Refused(format!(
-                    "the artifact has no payload file {} but its images {} are not on the device; rebuild the artifact with the archive (docker-artifact-gen --inline)",
-                    archive.payload,
-                    join(&absent)
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn absent_ids<'r>(&mut self, archive: &'r InlineArchive) -> Result<Vec<&'r String>> {
-        let mut absent = Vec::new();
-        for id in &archive.images {
-            match self.engine.image(id)? {
-                Some(found) if found.id == *id => {}
-                _ => absent.push(id),
-            }
-        }
-        Ok(absent)
-    }
-
-    fn load_archive(&mut self, archive: &InlineArchive, p: &mut Incoming<'_>) -> Result<()> {
-        signal::check()?;
-        let absent = self.absent_ids(archive)?;
-        if absent.is_empty() {
-            log!(
-                "inline archive {}: its {} image(s) are on the device already",
-                archive.payload,
-                archive.images.len()
-            );
-            return Ok(());
-        }
-        if let (Some(stated), Some(announced)) = (archive.size, p.size) {
-            if stated != announced {
-                return Err(DeployError::Refused(format!(
-                    "payload {} is {announced} bytes but the artifact's meta-data states {stated}; the artifact is inconsistent, rebuild it",
-                    archive.payload
-                )));
-            }
-        }
-        let size = archive.size.or(p.size);
-        if archive.size.is_none() {
-            if let Some(s) = size {
-                self.check_free(
-                    s.saturating_mul(2),
-                    &format!("inline archive {}", archive.payload),
-                    &[],
-                )?;
-            }
-        }
-        // Journaled first: a process killed anywhere in the load leaves the
-        // next state what to put back (see load_guard).
-        let before = self.begin_load(&archive.payload)?;
-        log!(
-            "loading inline archive {}{} into the engine: {}",
-            archive.payload,
-            size.map(|s| format!(" ({})", mib(s))).unwrap_or_default(),
-            join(&absent)
-        );
-        let started = Instant::now();
-        let mut filter = TagStripper::new(&mut p.reader, size);
-        let answer = self.engine.load(&mut filter);
-        let bytes = filter.summary().bytes;
-        fault::point("after-load");
-        // Judged from what the engine holds, not from its answer: a load that
-        // failed half way may still have added images or moved tags.
-        let after = self.engine.images()?;
-        let changed = load_guard::diff(&before, &after);
-        let unexpected: Vec<&String> = changed
-            .added
-            .iter()
-            .filter(|id| !archive.images.contains(id))
-            .collect();
-        let present: BTreeSet<&str> = after.iter().map(|i| i.id.as_str()).collect();
-        let still_absent: Vec<&String> = archive
-            .images
-            .iter()
-            .filter(|id| !present.contains(id.as_str()))
-            .collect();
-        let good = answer.is_ok()
-            && unexpected.is_empty()
-            && still_absent.is_empty()
-            && changed.tags.is_empty();
-        // What a refused load added goes now, all of it; a good one keeps the
-        // listed images (the journal's `pulled` has them for a failed update).
-        let keep: &[String] = if good { &archive.images } else { &[] };
-        let left = self.put_back(&before, keep)?;
-        self.end_load()?;
-        if let Err(e) = answer {
-            return Err(DeployError::Refused(format!(
-                "inline archive {} was refused: {}; the artifact is damaged or was modified, nothing of it is kept",
-                archive.payload,
-                bounded(&e.message, 160)
-            )));
-        }
-        if !changed.tags.is_empty() {
-            let tags: Vec<&str> = changed.tags.iter().map(|c| c.tag.as_str()).collect();
-            return Err(DeployError::Refused(format!(
-                "inline archive {} made the engine change tags ({}); {}; the archive was crafted, nothing of it is kept",
-                archive.payload,
-                load_guard::few(&tags),
-                if left.is_empty() {
-                    "they were put back".to_owned()
-                } else {
-                    format!("not put back: {}", load_guard::few(&left))
-                }
-            )));
-        }
-        if !unexpected.is_empty() || !still_absent.is_empty() {
-            return Err(DeployError::Refused(format!(
-                "inline archive {} holds {} instead of {}: it is not the archive the artifact's meta-data describes (modified or replaced), nothing of it is kept",
-                archive.payload,
-                if unexpected.is_empty() { "no other image".to_owned() } else { load_guard::few(&unexpected) },
-                load_guard::few(&still_absent)
-            )));
-        }
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        log!(
-            "loaded inline archive {}: {} image(s), {} in {secs:.1} s ({:.1} MiB/s)",
-            archive.payload,
-            archive.images.len(),
-            mib(bytes),
-            bytes as f64 / secs / (1024.0 * 1024.0)
-        );
-        Ok(())
-    }
-
-    /// ArtifactInstall: create the new set beside the old one, switch, and
-    /// pass the health gate.
-    ///
-    /// `stored`: the payloads the client stored because Download did not
-    /// stream them; inline archives still missing are loaded from there
-    /// before anything stops.
-    pub fn install(
-        &mut self,
-        release: &Release,
-        stored: Option<&mut dyn PayloadSource>,
-    ) -> Result<()> {
-        let images = release_images(release);
-        let pinned: Vec<String> = images.iter().map(|i| i.pinned()).collect();
-        self.settle_abandoned(&pinned)?;
-        match self.journal.update_for(self.artifact).map(|u| u.phase) {
-            Some(Phase::Installed) | Some(Phase::Commit) => {
-                log!("release {} is already installed", self.artifact);
-                return Ok(());
-            }
-            Some(Phase::Install) => {
-                log!("an earlier attempt of this install was interrupted; restoring the previous set first");
-                self.restore()?;
-            }
-            _ => {}
-        }
-        // The policy may have been tightened since Download.
-        crate::policy::enforce(release, self.config, &self.engine.containers()?)?;
-        if let Some(source) = stored {
-            self.load_inline(release, source)?;
-        }
-        for image in &images {
-            match self.engine.image(&image.pinned())? {
-                Some(found) if found.has_digest(image) => {}
-                _ => {
-                    return Err(DeployError::Refused(format!(
-                        "image {image} is not on the device; Download fetches it, so run the whole deployment again"
-                    )))
-                }
-            }
-        }
-        let containers = self.engine.containers()?;
-        let install_id = new_install_id();
-        let plan = plan::install(release, &install_id, &containers)?;
-        for r in &plan.missing_replaced {
-            log!("replaces lists {r}, but no such container exists; nothing to take over");
-        }
-        if let Some(why) = &plan.fallback {
-            log!("start-first is not possible ({why}); using stop-first");
-        }
-        log!(
-            "installing {} of stack {} ({}, install {install_id}): {} old container(s), {} kept",
-            self.artifact,
-            release.stack,
-            plan.strategy.as_str(),
-            plan.old.len(),
-            plan.kept.len()
-        );
-
-        let artifact = self.artifact.to_owned();
-        let mut update = match self.journal.state.update.take() {
-            Some(u) if u.artifact == artifact => u,
-            _ => Update::new(&artifact),
-        };
-        update.phase = Phase::Install;
-        update.images = pinned;
-        update.install_id = Some(install_id.clone());
-        update.strategy = Some(plan.strategy.as_str().to_owned());
-        update.old = plan.old.clone();
-        update.kept = plan.kept.clone();
-        update.purge_volumes = plan.purge_volumes.clone();
-        self.journal.state.update = Some(update);
-        self.save("install")?;
-
-        let timeout = release.health_timeout.unwrap_or(self.config.health_timeout);
-        let identity = Identity {
-            stack: &release.stack,
-            release: self.artifact,
-            install_id: &install_id,
-        };
-        self.execute(&plan.ops, &containers, Some((release, &identity)), timeout)?;
-        self.update().phase = Phase::Installed;
-        self.save("installed")?;
-        log!(
-            "release {} of stack {} is up; waiting for commit",
-            self.artifact,
-            release.stack
-        );
-        Ok(())
-    }
-
-    /// ArtifactCommit, see [`commit`].
-    pub fn commit(&mut self) -> Result<()> {
-        commit(self.journal, self.artifact)
-    }
-
-    /// ArtifactRollback: the previous set, exactly.
-    pub fn rollback(&mut self) -> Result<()> {
-        match self.journal.update_for(self.artifact).map(|u| u.phase) {
-            None => {
-                log!(
-                    "no update of {} in progress; nothing to roll back",
-                    self.artifact
-                );
-                Ok(())
-            }
-            Some(p) if p.switched() => self.restore(),
-            Some(_) => {
-                log!("nothing was switched; the previous set is untouched");
-                Ok(())
-            }
-        }
-    }
-
-    /// ArtifactFailure: previous set back, and what the update pulled gone.
-    pub fn failure(&mut self) -> Result<()> {
-        let Some(phase) = self.journal.update_for(self.artifact).map(|u| u.phase) else {
-            return Ok(());
-        };
-        if phase.switched() {
-            self.restore()?;
-        }
-        self.undo_interrupted_load()?;
-        self.drop_pulled(&[])
-    }
-
-    /// Cleanup: after a commit, remove the old set and prune images; after a
-    /// failure, leave nothing of the update behind. Clears the update.
-    pub fn cleanup(&mut self) -> Result<()> {
-        let Some(phase) = self.journal.update_for(self.artifact).map(|u| u.phase) else {
-            return Ok(());
-        };
-        match phase {
-            Phase::Commit => self.collect_garbage(),
-            _ => {
-                if phase.switched() {
-                    log!("the update was neither committed nor rolled back; restoring the previous set");
-                    self.restore()?;
-                }
-                self.undo_interrupted_load()?;
-                self.drop_pulled(&[])?;
-                self.journal.state.update = None;
-                self.save("cleared")
-            }
-        }
-    }
-
-    /// Puts the previous set back and records that.
-    fn restore(&mut self) -> Result<()> {
-        let update = self
-            .journal
-            .state
-            .update
-            .clone()
-            .expect("restore is only called with an update");
-        let containers = self.engine.containers()?;
-        let stack = self.journal.state.stack.clone();
-        let plan = plan::restore(&stack, &update, &containers)?;
-        self.execute(&plan.ops, &containers, None, Duration::ZERO)?;
-        self.update().phase = Phase::RolledBack;
-        self.save("rolled-back")?;
-        if !plan.lost.is_empty() {
-            return Err(DeployError::Refused(format!(
-                "restored the previous set of stack {stack} except {}, which no longer exist(s) and cannot be brought back",
-                plan.lost.join(", ")
-            )));
-        }
-        log!("the previous set of stack {stack} is back");
-        Ok(())
-    }
-
-    /// What the image planners decide from: the engine's image ID of each of
-    /// `refs` and of the current and previous releases' images, and every
-    /// container.
-    fn observe(&mut self, refs: &[String]) -> Result<(BTreeMap<String, String>, Vec<Container>)> {
-        let state = &self.journal.state;
-        let all: Vec<String> = refs
-            .iter()
-            .chain(state.current.iter().flat_map(|r| r.images.iter()))
-            .chain(state.previous.iter().flat_map(|r| r.images.iter()))
-            .cloned()
-            .collect();
-        let ids = self.ids_of(&all)?;
-        Ok((ids, self.engine.containers()?))
-    }
-
-    fn ids_of(&mut self, refs: &[String]) -> Result<BTreeMap<String, String>> {
-        let mut ids = BTreeMap::new();
-        for r in refs {
-            if ids.contains_key(r) {
-                continue;
-            }
-            if let Some(i) = self.engine.image(r)? {
-                ids.insert(r.clone(), i.id);
-            }
-        }
-        Ok(ids)
-    }
-
-    /// Removes the images this update pulled that nothing uses (except `keep`).
-    fn drop_pulled(&mut self, keep: &[String]) -> Result<()> {
-        let Some(mut update) = self.journal.state.update.clone() else {
-            return Ok(());
-        };
-        update.pulled.retain(|p| !keep.contains(p));
-        if update.pulled.is_empty() {
-            return Ok(());
-        }
-        let state = self.journal.state.clone();
-        let (ids, containers) = self.observe(&update.pulled)?;
-        let ops = plan::drop_pulled(
-            &update,
-            state.current.as_ref(),
-            state.previous.as_ref(),
-            &containers,
-            &ids,
-        );
-        self.execute(&ops, &containers, None, Duration::ZERO)?;
-        if let Some(u) = self.journal.update_mut() {
-            u.pulled.clear();
-        }
-        self.save("dropped-pulled")
-    }
-
-    /// After a commit: the old set, its purged volumes and the images no
-    /// longer needed go; the release records move on; the update is cleared.
-    fn collect_garbage(&mut self) -> Result<()> {
-        let state = self.journal.state.clone();
-        let update = state.update.clone().expect("called with an update");
-        let (ids, containers) = self.observe(&update.images)?;
-        let ops = plan::collect_garbage(
-            &update,
-            state.current.as_ref(),
-            state.previous.as_ref(),
-            &containers,
-            &ids,
-        );
-        self.execute(&ops, &containers, None, Duration::ZERO)?;
-        let s = &mut self.journal.state;
-        s.previous = s.current.take();
-        s.current = Some(ReleaseRecord {
-            artifact: update.artifact.clone(),
-            images: update.images.clone(),
-        });
-        s.update = None;
-        self.save("cleared")?;
-        log!(
-            "release {} of stack {} is now the current one",
-            update.artifact,
-            state.stack
-        );
-        Ok(())
-    }
-
-    /// Runs the operations in order, SIGTERM checked before each.
-    fn execute(
-        &mut self,
-        ops: &[Op],
-        observed: &[Container],
-        creating: Option<(&Release, &Identity<'_>)>,
-        gate_timeout: Duration,
-    ) -> Result<()> {
-        // Names as they are at each step: a container renamed earlier in
-        // this list is logged under its new name.
-        let mut names: BTreeMap<&str, String> = observed
-            .iter()
-            .map(|c| (c.id.as_str(), c.name.clone()))
-            .collect();
-        let name_of = |names: &BTreeMap<&str, String>, target: &str| -> String {
-            match names.get(target) {
-                Some(name) => format!("{name} ({})", short(target)),
-                None => target.to_owned(),
-            }
-        };
-        for op in ops {
-            signal::check()?;
-            match op {
-                Op::Keep { name } => log!("keeping {name}: unchanged and running"),
-                Op::Create { index, name } => {
-                    let (release, identity) =
-                        creating.expect("create operations come with their release");
-                    let spec = &release.containers[*index];
-                    let mut engine_spec = spec.clone();
-                    let mut purge = Vec::new();
-                    for v in &mut engine_spec.volumes {
-                        v.name = plan::engine_volume(v, identity.install_id);
-                        if v.purge_on_deploy {
-                            purge.push(v.name.clone());
-                        }
-                    }
-                    let request = crate::engine::CreateRequest {
-                        name: name.clone(),
-                        labels: labels::for_container(spec, *index, &purge, identity),
-                        spec: engine_spec,
-                    };
-                    let id = self.engine.create(&request)?;
-                    log!("created {name} ({}) from {}", short(&id), spec.image);
-                    fault::point("after-create");
-                }
-                Op::Start { target } => {
-                    self.engine.start(target)?;
-                    log!("started {}", name_of(&names, target));
-                    fault::point("after-start");
-                }
-                Op::Stop { target } => {
-                    self.engine.stop(target, self.config.stop_timeout)?;
-                    log!("stopped {}", name_of(&names, target));
-                    fault::point("after-stop");
-                }
-                Op::Rename { target, to } => {
-                    self.engine.rename(target, to)?;
-                    log!("renamed {} to {to}", name_of(&names, target));
-                    if let Some(n) = names.get_mut(target.as_str()) {
-                        n.clone_from(to);
-                    }
-                    fault::point("after-rename");
-                }
-                Op::Remove { target } => {
-                    match self.engine.stop(target, self.config.stop_timeout) {
-                        Err(e) if e.kind == ErrorKind::NotFound => {}
-                        other => other?,
-                    }
-                    self.engine.remove_container(target)?;
-                    log!("removed container {}", name_of(&names, target));
-                    fault::point("after-remove");
-                }
-                Op::RemoveImage { reference } => {
-                    match self.engine.remove_image(reference) {
-                        Err(e) if e.kind == ErrorKind::Conflict => {
-                            log!(
-                                "kept image {reference}: the engine says it is still in use ({})",
-                                e.message
-                            )
-                        }
-                        other => {
-                            other?;
-                            log!("removed image {reference}");
-                        }
-                    }
-                    fault::point("after-remove-image");
-                }
-                Op::RemoveVolume { name } => {
-                    match self.engine.remove_volume(name) {
-                        Err(e) if e.kind == ErrorKind::Conflict => {
-                            log!("kept volume {name}: still in use ({})", e.message)
-                        }
-                        other => {
-                            other?;
-                            log!("removed volume {name}");
-                        }
-                    }
-                    fault::point("after-remove-volume");
-                }
-                Op::HealthGate { names } => {
-                    log!(
-                        "health gate: waiting up to {}s for {}",
-                        gate_timeout.as_secs(),
-                        names.join(", ")
-                    );
-                    health::wait(
-                        self.engine,
-                        names,
-                        gate_timeout,
-                        self.config.settle,
-                        self.poll,
-                    )?;
-                    log!("health gate passed");
-                }
-            }
-        }
         Ok(())
     }
 }

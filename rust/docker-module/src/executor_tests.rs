@@ -11,6 +11,8 @@ use docker_spec::{ContainerSpec, ImageRef, Release, Strategy};
 use super::*;
 use crate::engine::fake::FakeEngine;
 use crate::engine::Health;
+use crate::journal::Phase;
+use crate::labels;
 
 struct Bench {
     engine: FakeEngine,
@@ -790,4 +792,83 @@ fn a_load_killed_half_way_is_undone_by_the_next_state_once_the_engine_has_finish
     assert_eq!(b.view(), before, "what the load added is gone");
     assert_eq!(b.engine.tags(), tags, "the tag is back");
     assert!(b.journal("web").update.is_none());
+}
+
+/// A tmpfs of `size` mounted on `dir` while it lives (tests run as root, as
+/// the test command does).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs on {} needs root (scripts/test runs as root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the filesystem of `dir` to the last byte.
+fn fill(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    while f.write_all(&[0u8]).is_ok() {}
+    let _ = f.sync_all();
+    let st = nix::sys::statvfs::statvfs(dir).unwrap();
+    assert_eq!(st.blocks_available(), 0, "the filesystem is full");
+}
+
+#[test]
+fn rollback_failure_and_cleanup_write_their_records_with_zero_free_bytes() {
+    let mut b = Bench::new("full");
+    let _mount = Tmpfs::mount(&b.config.state_dir, "1m");
+    let v1 = release(vec![spec("web", '1'), spec("worker", '1')]);
+    let v2 = release(vec![spec("web", '2'), spec("api", '2')]);
+    b.publish(&v1);
+    b.publish(&v2);
+    b.deploy("web-1", &v1);
+    let before = b.view();
+    b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2, None)).unwrap();
+    fill(&b.config.state_dir);
+
+    b.state("web-2", "web", |d| d.rollback()).unwrap();
+    assert_eq!(
+        b.journal("web").update.map(|u| u.phase),
+        Some(Phase::RolledBack),
+        "the rollback's record is on disk"
+    );
+    b.state("web-2", "web", |d| d.failure()).unwrap();
+    b.state("web-2", "web", |d| d.cleanup()).unwrap();
+
+    assert_eq!(b.view(), before, "the previous set is back");
+    let j = b.journal("web");
+    assert!(j.update.is_none());
+    assert_eq!(j.current.map(|r| r.artifact).as_deref(), Some("web-1"));
+    let spare = b.config.state_dir.join(".web.json.spare");
+    assert!(!spare.exists(), "the spare is given back with the update");
 }

@@ -2,23 +2,34 @@
 //! release and the one before it (for image pruning, keep n-1), and the
 //! update in progress, if any. It records only what the engine cannot tell a
 //! fresh process: which containers ran before the switch and under which
-//! names, which images this update pulled, how far it got. Every write
-//! replaces the whole file atomically (see [`crate::fsops`]).
+//! names, which images this update pulled, how far it got.
+//!
+//! A versioned state file (module_kit::state_file): `"format": 1` beside the
+//! fields; a module reads every format it ever wrote and refuses, saying so,
+//! one written by a newer module. Every write replaces the whole file
+//! atomically. From Download on, an update keeps a spare (`.<stack>.json.spare`,
+//! blocks set aside while there is room) so that the records ArtifactRollback,
+//! ArtifactFailure and Cleanup write succeed on a full data partition; it is
+//! given back once the update is over.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use module_kit::fs::Dir;
+use module_kit::state_file::StateError;
+use module_kit::{StateFile, Versioned};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use crate::{fault, fsops};
+use crate::fault;
 
-const FORMAT: u32 = 1;
+/// The journal format this module writes (1: the only one so far).
+pub const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackState {
-    pub format: u32,
     pub stack: String,
     /// The committed release.
     pub current: Option<ReleaseRecord>,
@@ -142,6 +153,26 @@ pub struct OldContainer {
     pub purge_volumes: Vec<String>,
 }
 
+impl StackState {
+    /// No release and no update: a stack this module knows nothing about.
+    pub fn empty(stack: &str) -> StackState {
+        StackState {
+            stack: stack.to_owned(),
+            current: None,
+            previous: None,
+            update: None,
+        }
+    }
+}
+
+impl Versioned for StackState {
+    const FORMAT: u32 = FORMAT;
+
+    fn upgrade(format: u32, _value: Map<String, Value>) -> Result<StackState, String> {
+        Err(format!("no module ever wrote format {format}"))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot {action} the docker module journal {}: {source}", path.display())]
@@ -155,55 +186,85 @@ pub enum JournalError {
     Corrupt { path: PathBuf, detail: String },
 }
 
+impl From<StateError> for JournalError {
+    fn from(e: StateError) -> JournalError {
+        match e {
+            StateError::Io(e) => JournalError::Io {
+                action: e.action,
+                path: e.path,
+                source: e.source,
+            },
+            StateError::Unreadable { path, detail } => JournalError::Corrupt { path, detail },
+        }
+    }
+}
+
+impl From<module_kit::fs::Error> for JournalError {
+    fn from(e: module_kit::fs::Error) -> JournalError {
+        StateError::Io(e).into()
+    }
+}
+
 /// The state file of one stack, loaded.
-#[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    state_dir: PathBuf,
+    /// None while the state directory does not exist (nothing was written).
+    file: Option<StateFile<StackState>>,
     pub state: StackState,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.path)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+fn file_name(stack: &str) -> OsString {
+    OsString::from(format!("{stack}.json"))
 }
 
 impl Journal {
     pub fn path_for(state_dir: &Path, stack: &str) -> PathBuf {
-        state_dir.join(format!("{stack}.json"))
+        state_dir.join(file_name(stack))
     }
 
-    /// Reads the stack's file; a missing one is an empty state.
+    /// Reads the stack's file; a missing one (or a missing state directory,
+    /// which is not created here) is an empty state.
     pub fn open(state_dir: &Path, stack: &str) -> Result<Journal, JournalError> {
         let path = Journal::path_for(state_dir, stack);
-        let state = match fs::read(&path) {
-            Ok(bytes) => {
-                let state: StackState =
-                    serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    })?;
-                if state.format != FORMAT || state.stack != stack {
-                    return Err(JournalError::Corrupt {
-                        path,
-                        detail: format!(
-                            "format {} for stack {:?}, expected format {FORMAT} for {stack:?}",
-                            state.format, state.stack
-                        ),
-                    });
-                }
-                state
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => StackState {
-                format: FORMAT,
-                stack: stack.to_owned(),
-                current: None,
-                previous: None,
-                update: None,
-            },
-            Err(source) => {
-                return Err(JournalError::Io {
-                    action: "read",
+        let dir = match Dir::open(state_dir) {
+            Ok(d) => Some(d),
+            Err(e) if e.source.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let file: Option<StateFile<StackState>> = dir.map(|d| StateFile::new(d, file_name(stack)));
+        let state = match &file {
+            Some(f) => f.load()?,
+            None => None,
+        };
+        let state = match state {
+            Some(state) if state.stack != stack => {
+                return Err(JournalError::Corrupt {
                     path,
-                    source,
+                    detail: format!(
+                        "it is the journal of stack {:?}, expected {stack:?}",
+                        state.stack
+                    ),
                 })
             }
+            Some(state) => state,
+            None => StackState::empty(stack),
         };
-        Ok(Journal { path, state })
+        Ok(Journal {
+            path,
+            state_dir: state_dir.to_owned(),
+            file,
+            state,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -222,36 +283,44 @@ impl Journal {
         self.state.update.as_mut()
     }
 
-    /// Writes the whole state atomically; `point` names the fault point hit
-    /// right after (`journal-<point>`).
-    pub fn save(&self, point: &str) -> Result<(), JournalError> {
-        let io_err = |action, source| JournalError::Io {
-            action,
-            path: self.path.clone(),
-            source,
-        };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", e))?;
+    fn file(&mut self) -> Result<&StateFile<StackState>, JournalError> {
+        if self.file.is_none() {
+            let dir = Dir::open_or_create(&self.state_dir)?;
+            self.file = Some(StateFile::new(dir, file_name(&self.state.stack)));
         }
-        let empty = self.state.current.is_none()
-            && self.state.previous.is_none()
-            && self.state.update.is_none();
+        Ok(self.file.as_ref().expect("just set"))
+    }
+
+    /// Writes the whole state atomically; `point` names the fault point hit
+    /// right after (`journal-<point>`). Without an update the spare is given
+    /// back; with nothing at all the file goes too.
+    pub fn save(&mut self, point: &str) -> Result<(), JournalError> {
+        let state = self.state.clone();
+        let file = self.file()?;
+        let empty = state.current.is_none() && state.previous.is_none() && state.update.is_none();
         if empty {
-            fsops::remove_durably(&self.path).map_err(|e| io_err("remove", e))?;
+            file.remove()?;
         } else {
-            let mut bytes =
-                serde_json::to_vec_pretty(&self.state).expect("the state always serialises");
-            bytes.push(b'\n');
-            fsops::write_atomic(&self.path, &bytes).map_err(|e| io_err("write", e))?;
+            file.store(&state)?;
+            if state.update.is_none() {
+                file.release()?;
+            }
         }
         fault::point(&format!("journal-{point}"));
         Ok(())
+    }
+
+    /// Sets space aside for the records the recovery states write (see the
+    /// module documentation); called once an update has a record.
+    pub fn reserve(&mut self) -> Result<(), JournalError> {
+        Ok(self.file()?.reserve()?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dm-journal-{}-{name}", std::process::id()));
@@ -301,7 +370,86 @@ mod tests {
         )
         .unwrap();
         let e = Journal::open(&d, "api").unwrap_err().to_string();
-        assert!(e.contains("expected format 1 for \"api\""), "{e}");
+        assert!(
+            e.contains("journal of stack \"web\", expected \"api\""),
+            "{e}"
+        );
+        fs::write(d.join("api.json"), r#"{"format":2,"stack":"api"}"#).unwrap();
+        let e = Journal::open(&d, "api").unwrap_err().to_string();
+        assert!(e.contains("format 2 was written by a newer module"), "{e}");
         fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    /// An update half way: what a fresh process must read back exactly.
+    pub(super) fn sample() -> StackState {
+        let mut load = LoadRecord {
+            payload: "images.tar".into(),
+            images: BTreeSet::new(),
+            tags: BTreeMap::new(),
+        };
+        load.images.insert(format!("sha256:{}", "a".repeat(64)));
+        load.tags
+            .insert("demo/app:2".into(), format!("sha256:{}", "b".repeat(64)));
+        StackState {
+            stack: "web".into(),
+            current: Some(ReleaseRecord {
+                artifact: "web-1".into(),
+                images: vec![format!("reg:5000/web@sha256:{}", "1".repeat(64))],
+            }),
+            previous: Some(ReleaseRecord {
+                artifact: "web-0".into(),
+                images: vec![format!("reg:5000/web@sha256:{}", "0".repeat(64))],
+            }),
+            update: Some(Update {
+                artifact: "web-2".into(),
+                phase: Phase::Installed,
+                pulled: vec![format!("reg:5000/web@sha256:{}", "2".repeat(64))],
+                images: vec![format!("reg:5000/web@sha256:{}", "2".repeat(64))],
+                install_id: Some("0a1b2c3d4e".into()),
+                strategy: Some("stop-first".into()),
+                old: vec![OldContainer {
+                    id: "c".repeat(64),
+                    name: "web".into(),
+                    running: true,
+                    replaced: false,
+                    purge_volumes: vec!["web-cache-9f8e7d6c5b".into()],
+                }],
+                kept: vec!["d".repeat(64)],
+                purge_volumes: vec!["web-cache-0a1b2c3d4e".into()],
+                load: Some(load),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_format_ever_written_is_read_and_this_build_writes_the_fixture() {
+        let d = std::env::temp_dir().join(format!("dm-journal-{}-formats", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        // Format 1 as the module wrote it before module_kit (fields in
+        // declaration order) and as it writes it now (keys sorted).
+        for fixture in [
+            include_str!("../tests/fixtures/journal-format-1-before-kit.json"),
+            include_str!("../tests/fixtures/journal-format-1.json"),
+        ] {
+            std::fs::write(d.join("web.json"), fixture).unwrap();
+            assert_eq!(Journal::open(&d, "web").unwrap().state, sample());
+        }
+        let mut j = Journal::open(&d, "web").unwrap();
+        j.save("t").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join("web.json")).unwrap(),
+            include_str!("../tests/fixtures/journal-format-1.json"),
+            "what this build writes is the fixture, byte for byte"
+        );
+        std::fs::write(d.join("web.json"), r#"{"format":2,"stack":"web"}"#).unwrap();
+        let e = Journal::open(&d, "web").unwrap_err().to_string();
+        assert!(e.contains("format 2 was written by a newer module"), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -601,6 +601,9 @@ fn unused_images<'a>(
     out
 }
 
+mod phases;
+pub use phases::{apply, next, steps, Action, Facts, Refusal, Step, UpdateFacts};
+
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;

@@ -12,7 +12,14 @@ use crate::config::{Config, DownloadMode};
 use crate::engine::docker::DockerEngine;
 use crate::executor::{self, DeployError, Deployer};
 use crate::journal::Journal;
-use crate::{fault, lock, log};
+use crate::log;
+use module_kit::lock::ModuleLock;
+
+/// One docker module process at a time: two installs, or an install and a
+/// rollback, must never interleave their engine calls. The lock file is
+/// `DOCKER_MODULE_LOCK` where set (tests give each device its own).
+pub const LOCK_PATH: &str = "/run/lock/mender-docker-module.lock";
+const LOCK_ENV: &str = "DOCKER_MODULE_LOCK";
 
 /// The `docker` Update Module.
 #[derive(Debug, Default)]
@@ -23,12 +30,18 @@ struct Session {
     config: Config,
     artifact: String,
     journal: Journal,
-    _lock: lock::ModuleLock,
+    _lock: ModuleLock,
 }
 
 impl Session {
     fn open(config: Config, artifact: String, stack: &str) -> ModuleResultOf<Session> {
-        let lock = lock::acquire(&lock::path_from_env())?;
+        let path = module_kit::lock::path_from_env(LOCK_ENV, LOCK_PATH);
+        let lock = module_kit::lock::acquire(&path, || {
+            log!(
+                "waiting for another docker module process to release {}",
+                path.display()
+            )
+        })?;
         let journal = Journal::open(&config.state_dir, stack)?;
         Ok(Session {
             config,
@@ -96,7 +109,6 @@ fn recover(
     state: &str,
     work: impl FnOnce(&mut Deployer<'_>) -> Result<(), DeployError>,
 ) -> ModuleResult {
-    fault::set_state(state);
     let Some(stack) = stack_of(tree) else {
         log!("{state}: the artifact's meta-data names no stack, so this module changed nothing for it");
         return Ok(());
@@ -126,7 +138,6 @@ impl UpdateModule for DockerModule {
     }
 
     fn download(&mut self, tree: &FileTree, download: Download<'_>) -> ModuleResult {
-        fault::set_state("Download");
         // Validate before touching anything: a bad artifact changes nothing.
         let prepared = release(tree).and_then(|r| Ok((r, Config::load_from_env()?)));
         match prepared {
@@ -153,7 +164,6 @@ impl UpdateModule for DockerModule {
     }
 
     fn artifact_install(&mut self, tree: &FileTree) -> ModuleResult {
-        fault::set_state("ArtifactInstall");
         let release = release(tree)?;
         let config = Config::load_from_env()?;
         let mut stored = match config.download {
@@ -172,7 +182,6 @@ impl UpdateModule for DockerModule {
     }
 
     fn artifact_commit(&mut self, tree: &FileTree) -> ModuleResult {
-        fault::set_state("ArtifactCommit");
         let Some(stack) = stack_of(tree) else {
             log!("ArtifactCommit: the artifact's meta-data names no stack; nothing to commit");
             return Ok(());

@@ -137,6 +137,37 @@ fn meta_data_that_is_not_json_is_refused_naming_the_file() {
     }
 }
 
+/// A hand-made artifact naming one container twice: serde_json would keep
+/// the second silently. The C++ client hands the meta-data over as it is
+/// (the Go client hands the module none at all then).
+#[test]
+fn meta_data_naming_a_container_twice_is_refused_naming_the_key() {
+    let s = Scratch::new("twice");
+    let mut d = s.driver(Flavor::Cpp5);
+    d.prepare_tree(&Artifact::new("web-2", "docker")).unwrap();
+    let twice = r#"{"docker-stack": {"format": 1, "stack": "web", "containers": {"web": {"image": "web@DIGEST"}, "web": {"image": "web@DIGEST", "privileged": true}}}}"#;
+    fs::write(
+        d.tree().join("header/meta-data"),
+        twice.replace("DIGEST", DIGEST),
+    )
+    .unwrap();
+    assert!(d.download(&[], false).is_err());
+    let c = d.calls().last().unwrap().clone();
+    assert_eq!(c.status, Some(1));
+    assert_eq!(c.stderr.lines().count(), 1, "{}", c.stderr);
+    assert!(
+        c.stderr
+            .contains("header/meta-data is not valid JSON: the key \"web\" appears twice"),
+        "{}",
+        c.stderr
+    );
+    for state in ["ArtifactRollback", "ArtifactFailure", "Cleanup"] {
+        let c = d.call(state);
+        assert!(c.success(), "{state}: {c:?}");
+    }
+    assert_eq!(s.state_files(), 0);
+}
+
 #[test]
 fn an_unreachable_engine_fails_download_with_what_to_check() {
     let s = Scratch::new("noengine");

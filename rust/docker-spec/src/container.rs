@@ -434,14 +434,63 @@ pub fn check_network_mode(mode: &str) -> Result<(), String> {
 }
 
 pub fn check_capability(cap: &str) -> Result<(), String> {
-    if !cap.is_empty() && cap.chars().all(|c| c.is_ascii_alphabetic() || c == '_') {
+    let upper = cap.to_ascii_uppercase();
+    let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if name == "ALL" || CAPABILITIES.contains(&name) {
         Ok(())
     } else {
         Err(format!(
-            "capability {cap:?} is not a capability name such as NET_ADMIN or ALL"
+            "capability {cap:?} is not a Linux capability; use a name such as NET_ADMIN (CAP_ and lower case also work) or ALL"
         ))
     }
 }
+
+/// The Linux capabilities (capability(7), 0 to 40), as the engine names
+/// them: an unknown name would pass Download and fail the install when the
+/// engine creates the container.
+const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
 
 /// Go-style durations as `docker run` takes them: `30s`, `1m30s`, `500ms`, `2h`.
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
@@ -483,6 +532,21 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Memory sizes as `docker run --memory` takes them: bytes, or with b, k, m, g.
+/// The smallest memory limit the engine accepts (6 MiB): a smaller one would
+/// pass Download and fail the install when the engine creates the container.
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// A memory limit in bytes, at least [`MIN_MEMORY`].
+pub fn check_memory(bytes: u64) -> Result<u64, String> {
+    if bytes >= MIN_MEMORY {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "memory limit of {bytes} bytes is below the engine's minimum of {MIN_MEMORY} (6 MiB)"
+        ))
+    }
+}
+
 pub fn parse_memory(text: &str) -> Result<u64, String> {
     let bad = || format!("memory size {text:?} is not like 512m, 1g or 1048576");
     let lower = text.to_ascii_lowercase();
@@ -495,7 +559,7 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         None => return Err(bad()),
     };
     let n: u64 = number.parse().map_err(|_| bad())?;
-    n.checked_mul(factor).filter(|&b| b > 0).ok_or_else(bad)
+    check_memory(n.checked_mul(factor).filter(|&b| b > 0).ok_or_else(bad)?)
 }
 
 /// `--cpus 1.5` → nano CPUs.
@@ -511,6 +575,24 @@ pub fn parse_cpus(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_are_the_kernels_in_any_spelling_the_engine_takes() {
+        for ok in [
+            "NET_ADMIN",
+            "net_admin",
+            "CAP_SYS_TIME",
+            "cap_bpf",
+            "ALL",
+            "all",
+        ] {
+            assert_eq!(check_capability(ok), Ok(()), "{ok}");
+        }
+        for bad in ["NOT_A_CAP", "", "CAP_", "NET ADMIN", "SYS_TIME\n"] {
+            let e = check_capability(bad).unwrap_err();
+            assert!(e.contains("is not a Linux capability"), "{e}");
+        }
+    }
 
     #[test]
     fn ports_in_every_documented_form() {
@@ -586,7 +668,11 @@ mod tests {
         assert!(parse_go_duration("s").is_err());
         assert_eq!(parse_memory("512m").unwrap(), 512 << 20);
         assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_memory("4096").unwrap(), 4096);
+        assert_eq!(parse_memory("6291456").unwrap(), 6 << 20);
+        // Below the engine's minimum: the install would fail at create.
+        let e = parse_memory("4096").unwrap_err();
+        assert!(e.contains("below the engine's minimum"), "{e}");
+        assert!(parse_memory("5m").is_err());
         assert!(parse_memory("lots").is_err());
         assert_eq!(parse_cpus("1.5").unwrap(), 1_500_000_000);
         assert!(parse_cpus("-1").is_err());

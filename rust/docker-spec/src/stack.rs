@@ -301,8 +301,8 @@ fn parse_container(name: &str, mut c: Object<'_>) -> Result<ContainerSpec> {
     }
     let mem_at = c.path("memory_bytes");
     spec.memory_bytes = c.optional_u64("memory_bytes")?;
-    if spec.memory_bytes == Some(0) {
-        return Err(SpecError::invalid(&mem_at, "must be more than 0"));
+    if let Some(m) = spec.memory_bytes {
+        container::check_memory(m).map_err(invalid(&mem_at))?;
     }
     let cpus_at = c.path("cpus");
     if let Some(cpus) = c.optional_f64("cpus")? {

@@ -530,7 +530,7 @@ fn every_bad_input_names_where_and_what() {
         ),
         (
             with("memory_bytes", json!(0)),
-            "containers.app.memory_bytes: must be more than 0",
+            "containers.app.memory_bytes: memory limit of 0 bytes is below the engine's minimum",
         ),
         (with("cpus", json!(-1)), "containers.app.cpus"),
         (

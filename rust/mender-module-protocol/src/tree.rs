@@ -123,10 +123,99 @@ fn read_json(path: &Path) -> Result<Value> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.to_owned(),
-        source,
-    })
+    serde_json::from_str::<Unique>(&text)
+        .map(|u| u.0)
+        .map_err(|source| Error::Json {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// JSON as serde_json reads it, except that an object naming one key twice
+/// is an error: serde_json would keep the last silently, so a hand-made
+/// artifact could say two things (two containers of one name) and a module
+/// would act on one of them without anyone knowing which was meant.
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        <Unique as serde::Deserialize>::deserialize(d).map(|u| u.0)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Unique(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key {} appears twice in one object, so which value counts is not certain",
+                    crate::printable(&format!("{key:?}"), 66)
+                )));
+            }
+            let Unique(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +302,29 @@ mod tests {
             err.to_string()
                 .contains("header/meta-data is not valid JSON"),
             "{err}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_named_twice_in_one_object_is_refused_naming_it() {
+        let mut files = GO_STYLE.to_vec();
+        files.retain(|f| f.0 != "header/meta-data");
+        let twice =
+            r#"{"docker-stack": {"containers": {"web": {"image": "a"}, "web": {"image": "b"}}}}"#;
+        files.push(("header/meta-data", twice));
+        let (dir, tree) = tree_with(&files);
+        let err = crate::one_line(&tree.meta_data().unwrap_err());
+        assert!(
+            err.contains("header/meta-data is not valid JSON: the key \"web\" appears twice"),
+            "{err}"
+        );
+        // The same key in different objects, and everything else, as before.
+        let fine = r#"{"a": {"x": 1, "y": [true, null, -2, 1.5, "s", {"x": {}}]}, "b": {"x": 18446744073709551615}}"#;
+        fs::write(dir.join("header/meta-data"), fine).unwrap();
+        assert_eq!(
+            tree.meta_data().unwrap(),
+            serde_json::from_str::<Value>(fine).unwrap()
         );
         fs::remove_dir_all(dir).unwrap();
     }

@@ -216,7 +216,6 @@ mod tests {
 
     fn journal(stack: &str, artifact: &str, images: &[String]) -> StackState {
         StackState {
-            format: 1,
             stack: stack.into(),
             current: Some(ReleaseRecord {
                 artifact: artifact.into(),
@@ -297,7 +296,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("inv-journals-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let j = journal("web", "web-1", &[]);
-        std::fs::write(dir.join("web.json"), serde_json::to_vec(&j).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("web.json"),
+            module_kit::StateFile::<StackState>::encode(&j),
+        )
+        .unwrap();
         std::fs::write(dir.join(".web.json.tmp"), b"x").unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         assert_eq!(read_journals(&dir), [j]);
