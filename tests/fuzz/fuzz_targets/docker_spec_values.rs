@@ -1,11 +1,12 @@
 //! docker-spec's value parsers one by one (durations, memory sizes, cpus,
 //! ports, binds, devices, restart policies, image references, names): the
-//! first byte picks the parser, the rest is the value.
+//! first byte picks the parser, the rest is the value. Errors are checked as
+//! they reach the log: inside the crate's error, which names where.
 #![no_main]
 
-use composable_fuzz::check_line;
+use composable_fuzz::check_error;
 use docker_spec::container::*;
-use docker_spec::ImageRef;
+use docker_spec::{ImageRef, Path, SpecError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -32,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         _ => check_absolute("path", text),
     };
     if let Err(e) = result {
-        check_line("value", &e);
+        let at = Path::root().key("docker-stack").key("value");
+        check_error("value", &SpecError::invalid(&at, e));
     }
 });
