@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, tar)) = data.split_first() else {
         return;
     };
-    let kind = if flags & 1 == 0 { Kind::Docker } else { Kind::Oci };
+    let kind = if flags & 1 == 0 {
+        Kind::Docker
+    } else {
+        Kind::Oci
+    };
     let scratch = Scratch::new("docker_gen_archive");
     let src = scratch.path().join("in.tar");
     std::fs::write(&src, tar).unwrap();

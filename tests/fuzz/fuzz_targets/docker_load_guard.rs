@@ -59,10 +59,17 @@ fuzz_target!(|data: &[u8]| {
         match step {
             Undo::Remove { id } => {
                 assert!(!rec.images.contains(&id), "would remove {id}, there before");
-                assert!(!keep.contains(&id), "would remove {id}, which the release keeps");
+                assert!(
+                    !keep.contains(&id),
+                    "would remove {id}, which the release keeps"
+                );
             }
             Undo::Retag { tag, id } => {
-                assert_eq!(rec.tags.get(&tag), Some(&id), "retag {tag} to another image");
+                assert_eq!(
+                    rec.tags.get(&tag),
+                    Some(&id),
+                    "retag {tag} to another image"
+                );
             }
             Undo::Untag { tag } => {
                 assert!(!rec.tags.contains_key(&tag), "untag {tag}, there before");

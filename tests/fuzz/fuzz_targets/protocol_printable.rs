@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     if !full.is_empty() {
         check_line("printable", &full);
     }
-    let err = std::io::Error::new(std::io::ErrorKind::Other, text.into_owned());
+    let err = std::io::Error::other(text.into_owned());
     let line = printable(&one_line(&err), MAX_LINE);
     if !line.is_empty() {
         check_line("one_line", &line);
