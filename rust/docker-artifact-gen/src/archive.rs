@@ -273,19 +273,22 @@ impl Members {
     }
 }
 
-/// At most `max` characters of archive text for a message, everything but
-/// printable ASCII escaped, `…` where it was cut.
+/// Archive text for a message: everything but printable ASCII escaped, cut
+/// to at most `max` bytes with `…` where it was cut. Bytes, not characters:
+/// one escaped character takes up to 10 (`\u{1f600}`).
 fn printable(text: &str, max: usize) -> String {
     let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
+    for c in text.chars() {
+        let before = out.len();
         if c.is_ascii_graphic() || c == ' ' {
             out.push(c);
         } else {
             out.extend(c.escape_default());
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push('…');
+            break;
         }
     }
     out

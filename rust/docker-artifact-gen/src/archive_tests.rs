@@ -883,3 +883,15 @@ fn a_pax_size_record_is_followed_as_the_tar_crate_follows_it() {
     let e = err(&src, Kind::Docker);
     assert!(e.contains("of 1073741824 bytes"), "{e}");
 }
+
+#[test]
+fn archive_text_is_bounded_in_bytes_not_characters() {
+    // One escaped character takes up to 10 bytes; a bound in characters let
+    // 100 of them fill 1000 (found by fuzzing the other archive readers).
+    let face = "\u{1f600}".repeat(300);
+    let text = quoted(&face);
+    assert!(text.len() <= 110, "{} bytes: {text}", text.len());
+    short_and_printable(&text);
+    assert_eq!(printable("plain", 5), "plain");
+    assert_eq!(printable("plain!", 5), "plain…");
+}

@@ -153,20 +153,23 @@ fn corrupt(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Archive-controlled bytes for a message: at most `max` characters, with
-/// everything but printable ASCII escaped (control characters, bidirectional
-/// overrides, invalid UTF-8 as U+FFFD), `…` where it was cut.
+/// Archive-controlled bytes for a message: everything but printable ASCII
+/// escaped (control characters, bidirectional overrides, invalid UTF-8 as
+/// U+FFFD), cut to at most `max` bytes with `…` where it was cut. Bytes, not
+/// characters: one escaped character takes up to 10 (`\u{1f600}`).
 pub fn printable(bytes: &[u8], max: usize) -> String {
     let mut out = String::new();
-    for (i, c) in String::from_utf8_lossy(bytes).chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
+    for c in String::from_utf8_lossy(bytes).chars() {
+        let before = out.len();
         if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' {
             out.push(c);
         } else {
             out.extend(c.escape_default());
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push('…');
+            break;
         }
     }
     out

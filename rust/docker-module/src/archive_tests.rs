@@ -504,7 +504,8 @@ fn unprintable_and_long_names_are_shown_short_and_escaped() {
     let e = filter_all(&a, None, 4096).unwrap_err();
     assert_short_and_printable(&e);
     assert!(e.to_string().contains("\\u{1b}[31m\\u{202e}nnn"), "{e}");
-    assert_eq!(shown(b"ab\xffc", 10), "\"ab\\u{fffd}c\"");
+    assert_eq!(shown(b"ab\xffc", 11), "\"ab\\u{fffd}c\"");
+    assert_eq!(shown(b"ab\xffc", 10), "\"ab\\u{fffd}…\" (4 bytes)");
     assert_eq!(shown(b"abcdef", 3), "\"abc…\" (6 bytes)");
 }
 
@@ -673,4 +674,19 @@ fn a_sole_manifest_named_by_a_pax_or_gnu_record_is_found_and_stripped() {
         let m: Value = serde_json::from_slice(&got[0].1).unwrap();
         assert!(m[0].get("RepoTags").is_none(), "{m}");
     }
+}
+
+#[test]
+fn archive_text_is_bounded_in_bytes_not_characters() {
+    // One escaped character takes up to 10 bytes; a bound in characters let
+    // 100 of them fill 1000 (found by fuzzing the other archive readers).
+    let face = "\u{1f600}".repeat(300);
+    let text = shown(face.as_bytes(), 100);
+    assert!(text.len() <= 120, "{} bytes: {text}", text.len());
+    assert!(
+        text.starts_with("\"\\u{1f600}") && text.ends_with("…\" (1200 bytes)"),
+        "{text}"
+    );
+    assert_eq!(printable(b"plain", 5), "plain");
+    assert_eq!(printable(b"plain!", 5), "plain…");
 }

@@ -166,9 +166,13 @@ pub fn undo_plan(before: &LoadRecord, after: &[ImageEntry], keep: &[String]) -> 
     [retag, untag, remove, leave].concat()
 }
 
+/// The first 12 characters of an image ID's hex, as `docker images` shows
+/// it. The engine's IDs are hex, but a record read back from the journal is
+/// whatever the file holds: never cut inside a character.
 fn short(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
+    let end = hex.char_indices().nth(12).map_or(hex.len(), |(i, _)| i);
+    &hex[..end]
 }
 
 /// Up to three items, then how many more: error lines stay short.
@@ -462,5 +466,13 @@ mod tests {
         );
         assert_eq!(repo_of("127.0.0.1:5000/app"), "127.0.0.1:5000/app");
         assert_eq!(few(&["a", "b", "c", "d", "e"]), "a, b, c, 2 more");
+    }
+
+    #[test]
+    fn an_id_that_is_not_hex_is_shortened_without_a_panic() {
+        // Slicing at byte 12 panicked inside a multi-byte character.
+        assert_eq!(short("sha256:2222222db:…-2222"), "2222222db:…-");
+        assert_eq!(short("sha256:abc"), "abc");
+        assert_eq!(short(&format!("sha256:{}", "f".repeat(64))), "ffffffffffff");
     }
 }

@@ -493,8 +493,16 @@ const CAPABILITIES: &[&str] = &[
 ];
 
 /// Go-style durations as `docker run` takes them: `30s`, `1m30s`, `500ms`, `2h`.
+/// At most [`MAX_DURATION`] in all: the engine keeps durations as i64
+/// nanoseconds, and a longer one must not overflow here or there.
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("duration {text:?} is not like 30s, 1m30s, 500ms or 2h");
+    let too_long = || {
+        format!(
+            "duration {text:?} is longer than {} hours; give a shorter one such as 30s or 2h",
+            MAX_DURATION.as_secs() / 3600
+        )
+    };
     if text == "0" {
         return Ok(Duration::ZERO);
     }
@@ -526,10 +534,19 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             _ => return Err(bad()),
         };
-        total += Duration::from_secs_f64(number * seconds);
+        let part = Duration::try_from_secs_f64(number * seconds).map_err(|_| too_long())?;
+        total = total
+            .checked_add(part)
+            .filter(|t| *t <= MAX_DURATION)
+            .ok_or_else(too_long)?;
     }
     Ok(total)
 }
+
+/// The longest duration [`parse_go_duration`] accepts: what fits the engine's
+/// i64 nanoseconds, rounded down to whole hours (about 292 years).
+pub const MAX_DURATION: Duration =
+    Duration::from_secs(i64::MAX as u64 / 1_000_000_000 / 3600 * 3600);
 
 /// Memory sizes as `docker run --memory` takes them: bytes, or with b, k, m, g.
 /// The smallest memory limit the engine accepts (6 MiB): a smaller one would
@@ -562,10 +579,16 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
     check_memory(n.checked_mul(factor).filter(|&b| b > 0).ok_or_else(bad)?)
 }
 
-/// `--cpus 1.5` → nano CPUs.
+/// `--cpus 1.5` → nano CPUs. The engine takes whole nano CPUs, and 0 means
+/// no limit: a value that rounds to 0 is refused, not turned into that.
 pub fn parse_cpus(text: &str) -> Result<u64, String> {
     match text.parse::<f64>() {
-        Ok(c) if c > 0.0 && c.is_finite() && c < 1e6 => Ok((c * 1e9).round() as u64),
+        Ok(c) if c > 0.0 && c.is_finite() && c < 1e6 => match (c * 1e9).round() as u64 {
+            0 => Err(format!(
+                "cpus {text:?} is below one billionth of a CPU, which the engine would take as no limit; give 0.001 or more"
+            )),
+            nano => Ok(nano),
+        },
         _ => Err(format!(
             "cpus {text:?} is not a positive number such as 0.5 or 2"
         )),
@@ -676,6 +699,7 @@ mod tests {
         assert!(parse_memory("lots").is_err());
         assert_eq!(parse_cpus("1.5").unwrap(), 1_500_000_000);
         assert!(parse_cpus("-1").is_err());
+        assert_eq!(parse_cpus("0.000000001").unwrap(), 1);
     }
 
     #[test]
@@ -692,5 +716,31 @@ mod tests {
         }
         assert!(check_network_mode("container:").is_err());
         assert!(check_network_mode("bad net").is_err());
+    }
+
+    #[test]
+    fn a_duration_too_long_for_the_engine_is_refused_with_a_line() {
+        // Duration::from_secs_f64 panicked on these, and adding the parts
+        // overflowed.
+        for text in [
+            &format!("{}h", "9".repeat(400)),
+            "99999999999999999999s",
+            "2562047h2562047h",
+            "18446744073709551615s1s",
+        ] {
+            let e = parse_go_duration(text).unwrap_err();
+            assert!(e.contains("is longer than 2562047 hours"), "{text}: {e}");
+        }
+        assert_eq!(parse_go_duration("2562047h").unwrap(), MAX_DURATION);
+    }
+
+    #[test]
+    fn cpus_that_round_to_no_limit_are_refused() {
+        // 1e-10 CPUs is 0.1 nano CPUs: the engine would get 0, no limit.
+        for text in ["0.0000000001", "1e-10", "4e-10", "5e-300"] {
+            let e = parse_cpus(text).unwrap_err();
+            assert!(e.contains("below one billionth of a CPU"), "{text}: {e}");
+        }
+        assert_eq!(parse_cpus("5e-10").unwrap(), 1);
     }
 }

@@ -2,11 +2,13 @@
 //! the one line that reaches the deployment log is enough to act on. Causes are
 //! kept as `source()`, not repeated in the message: [`crate::one_line`] joins them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::printable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot {action} {}", path.display())]
+    #[error("cannot {action} {}", shown(path))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -14,17 +16,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("{} is not valid JSON", path.display())]
+    #[error("{} is not valid JSON", shown(path))]
     Json {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
 
-    #[error("{}: {detail}", path.display())]
+    #[error("{}: {}", shown(path), printable(detail, 600))]
     BadFile { path: PathBuf, detail: String },
 
-    #[error("protocol violation: {0}")]
+    #[error("protocol violation: {}", printable(.0, 600))]
     Protocol(String),
 
     #[error("stopped by SIGTERM (the client's module timeout or a shutdown); the state can be run again")]
@@ -45,4 +47,32 @@ impl Error {
     }
 }
 
+/// A path for an error line: the tree's root is the client's, but the names
+/// below it (a payload's, from `stream-next`) are the artifact's.
+fn shown(path: &Path) -> String {
+    printable(&path.to_string_lossy(), 400)
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_name_with_control_characters_is_escaped_in_the_path() {
+        let path = PathBuf::from("/tree/streams/a\u{13}b\u{1b}[2J");
+        let e = Error::io("open", &path, std::io::ErrorKind::NotFound.into());
+        assert_eq!(
+            e.to_string(),
+            "cannot open /tree/streams/a\\u{13}b\\u{1b}[2J"
+        );
+        let long = PathBuf::from(format!("/tree/streams/{}", "n".repeat(5000)));
+        let e = Error::BadFile {
+            path: long,
+            detail: "x\n".repeat(1000),
+        };
+        let text = e.to_string();
+        assert!(text.len() <= 1024 && !text.contains('\n'), "{text}");
+    }
+}

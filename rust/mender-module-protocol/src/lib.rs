@@ -243,25 +243,32 @@ pub fn printable(text: &str, max: usize) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len().min(max) + 8);
     for c in text.chars() {
-        if out.len() > max {
-            let note = format!("… (cut, {} bytes in all)", text.len());
-            let mut cut = max.saturating_sub(note.len());
-            while !out.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.truncate(cut);
-            out.push_str(&note);
-            return out;
-        }
         if c.is_control() {
             let _ = write!(out, "\\u{{{:x}}}", c as u32);
         } else {
             out.push(c);
         }
+        if out.len() > max {
+            return cut(out, text.len(), max);
+        }
     }
-    if out.len() > max {
-        return printable(&out, max);
+    out
+}
+
+/// `out`, longer than `max`, cut so that it and the note of the whole
+/// length fit in `max` bytes (without the note where even that does not fit).
+fn cut(mut out: String, whole: usize, max: usize) -> String {
+    let note = format!("… (cut, {whole} bytes in all)");
+    let (keep, note) = match max.checked_sub(note.len()) {
+        Some(keep) => (keep, note.as_str()),
+        None => (max, ""),
+    };
+    let mut at = keep;
+    while !out.is_char_boundary(at) {
+        at -= 1;
     }
+    out.truncate(at);
+    out.push_str(note);
     out
 }
 
@@ -363,6 +370,27 @@ mod tests {
         let cut = printable(&escapes, 200);
         assert!(cut.len() <= 200 && cut.starts_with("\\u{a}"), "{cut}");
         assert_eq!(printable(&"x".repeat(100), 100), "x".repeat(100));
+    }
+
+    #[test]
+    fn a_line_one_byte_over_the_limit_is_cut_not_recursed_on() {
+        // The escaped text was cut by calling printable on it again, which
+        // found it unchanged and recursed until the stack overflowed.
+        let cut = printable(&"x".repeat(101), 100);
+        assert!(
+            cut.len() <= 100 && cut.ends_with("… (cut, 101 bytes in all)"),
+            "{cut}"
+        );
+        let cut = printable(&format!("{}é", "x".repeat(99)), 100);
+        assert!(cut.len() <= 100, "{cut}");
+    }
+
+    #[test]
+    fn a_limit_below_the_note_still_bounds_the_line() {
+        for max in 0..40 {
+            let cut = printable("some \u{1b} long text that does not fit", max);
+            assert!(cut.len() <= max, "{max}: {cut:?}");
+        }
     }
 
     #[test]

@@ -204,7 +204,12 @@ fn read_stream_next(root: &Path) -> Result<String> {
 
 /// Splits `streams/<name>` or `streams/<name> <size>` into name and size.
 fn parse_stream_line(line: &str, with_sizes: bool) -> Result<(String, Option<u64>)> {
-    let bad = |why: &str| Error::Protocol(format!("stream-next line {line:?}: {why}"));
+    let bad = |why: &str| {
+        Error::Protocol(format!(
+            "stream-next line \"{}\": {why}",
+            crate::printable(line, 200)
+        ))
+    };
     if line.contains('\n') {
         return Err(bad("more than one line"));
     }
@@ -304,5 +309,14 @@ mod tests {
             let err = parse_stream_line(line, sizes).unwrap_err();
             assert!(matches!(err, Error::Protocol(_)), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn a_long_stream_line_is_quoted_short_and_printable() {
+        let line = format!("files/{}\u{1b}[2J", "x".repeat(60_000));
+        let err = parse_stream_line(&line, false).unwrap_err().to_string();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        assert!(!err.chars().any(char::is_control), "{err}");
+        assert!(err.ends_with("does not start with streams/"), "{err}");
     }
 }

@@ -60,7 +60,10 @@ impl FileTree {
         let text = read_value(&path)?;
         text.parse().map_err(|_| Error::BadFile {
             path,
-            detail: format!("expected an integer format version, found {text:?}"),
+            detail: format!(
+                "expected an integer format version, found \"{}\"",
+                crate::printable(&text, 100)
+            ),
         })
     }
 

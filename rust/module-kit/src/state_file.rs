@@ -232,7 +232,8 @@ pub fn describe(e: &serde_json::Error) -> String {
                 || text.starts_with("unknown field")
                 || text.starts_with("duplicate field")
             {
-                text.to_owned()
+                // The key is the file's text: escaped and bounded like a log line.
+                mender_module_protocol::printable(text, 200)
             } else if let Some(expected) = text.split(", expected ").nth(1) {
                 format!("a value of the wrong type or range, expected {expected}")
             } else {
@@ -379,5 +380,19 @@ mod tests {
         f.remove().unwrap();
         assert_eq!(d.list().unwrap(), Vec::<OsString>::new());
         std::fs::remove_dir_all(d.path()).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_is_described_escaped_and_short() {
+        let key = format!("app\u{7f}\u{1b}[2J\n{}", "k".repeat(5000));
+        let text = format!("{{{}: 1}}", serde_json::to_string(&key).unwrap());
+        let e = serde_json::from_str::<Journal>(&text).unwrap_err();
+        let line = describe(&e);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.starts_with("unknown field `app\\u{7f}\\u{1b}[2J\\u{a}kkk"),
+            "{line}"
+        );
+        assert!(line.len() <= 240, "{} bytes", line.len());
     }
 }

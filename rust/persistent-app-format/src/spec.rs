@@ -56,9 +56,9 @@ pub enum ArtifactFormat {
 pub enum SpecError {
     #[error("meta-data must be a JSON object, found {0}")]
     NotAnObject(&'static str),
-    #[error("meta-data has unknown key {0:?} beside \"persistent-app\"; remove it")]
+    #[error("meta-data has unknown key {} beside \"persistent-app\"; remove it", quoted(.0))]
     UnknownTopLevelKey(String),
-    #[error("meta-data \"persistent-app\" is malformed: {0}")]
+    #[error("meta-data \"persistent-app\" is malformed: {}", bounded(.0, 400))]
     Shape(String),
     #[error(
         "meta-data \"persistent-app\" has format {0}; this module reads format {FORMAT_VERSION}: \
@@ -66,21 +66,59 @@ pub enum SpecError {
     )]
     Format(u64),
     #[error(
-        "app name {name:?} is not valid: {why}; use 1 to 200 of A-Z a-z 0-9 . _ -, not starting with '.'"
+        "app name {} is not valid: {why}; use 1 to 200 of A-Z a-z 0-9 . _ -, not starting with '.'",
+        quoted(.name)
     )]
     Name { name: String, why: &'static str },
-    #[error("destination {dest:?} is not valid: {why}; give an absolute, normalised path such as /data/apps/demo-app")]
+    #[error("destination {} is not valid: {why}; give an absolute, normalised path such as /data/apps/demo-app", quoted(.dest))]
     Dest { dest: String, why: &'static str },
-    #[error("destination {dest} is not strictly under an allowed root ({roots}); use one of them or add a root to allowed_roots in the device's persistent-app.conf")]
+    #[error("destination {} is not strictly under an allowed root ({}); use one of them or add a root to allowed_roots in the device's persistent-app.conf", bounded(.dest, 200), bounded(.roots, 300))]
     NotAllowed { dest: String, roots: String },
     #[error(
-        "archive payload name {name:?} is not valid: {why}; give a plain file name such as app.tar"
+        "archive payload name {} is not valid: {why}; give a plain file name such as app.tar",
+        quoted(.name)
     )]
     Archive { name: String, why: &'static str },
     #[error(
-        "service {name:?} is not valid: {why}; give a systemd unit name such as demo-app.service"
+        "service {} is not valid: {why}; give a systemd unit name such as demo-app.service",
+        quoted(.name)
     )]
     Service { name: String, why: &'static str },
+}
+
+/// `text` as one short printable piece of a line: control characters
+/// (newlines, escapes, DEL, C1) written as `\u{..}` and, past `max` bytes,
+/// the middle left out. Names, paths and serde's messages quote the
+/// artifact's text, which may be any size and hold anything.
+pub fn bounded(text: &str, max: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if c.is_control() {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    if out.len() <= max {
+        return out;
+    }
+    let note = format!(" … ({} bytes left out) … ", out.len());
+    let room = max.saturating_sub(note.len());
+    let mut head = room / 2;
+    while !out.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = out.len() - (room - room / 2);
+    while !out.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{note}{}", &out[..head], &out[tail..])
+}
+
+/// `text` in double quotes, [`bounded`] to 120 bytes.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", bounded(text, 120))
 }
 
 impl AppSpec {
@@ -438,5 +476,35 @@ mod tests {
         assert!(err.contains("app name \"a b\""), "{err}");
         let err = parse_community_dest(&[0xff, 0xfe]).unwrap_err().to_string();
         assert!(err.contains("not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_escaped_and_short() {
+        // serde's message quotes the field name as the artifact wrote it.
+        let key = format!("des\u{7f}\u{1b}[2J\n{}", "x".repeat(10_000));
+        let meta = json!({"persistent-app": {"format": 1, key.clone(): 1}});
+        let text = parse_meta_data(&meta).unwrap_err().to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(
+            text.contains("unknown field `des\\u{7f}\\u{1b}[2J\\u{a}xxx"),
+            "{text}"
+        );
+        assert!(text.len() <= 500, "{} bytes", text.len());
+        let top = json!({"persistent-app": {}, key: 1});
+        let text = parse_meta_data(&top).unwrap_err().to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.len() <= 300 && text.ends_with("remove it"), "{text}");
+    }
+
+    #[test]
+    fn a_huge_name_or_destination_is_quoted_short() {
+        for bad in [
+            with("name", json!("\u{1b}".repeat(5000))),
+            with("dest", json!(format!("/data/apps/{}\n", "d".repeat(9000)))),
+        ] {
+            let text = parse_meta_data(&bad).unwrap_err().to_string();
+            assert!(!text.chars().any(char::is_control), "{text:?}");
+            assert!(text.len() <= 400, "{} bytes: {text}", text.len());
+        }
     }
 }

@@ -95,12 +95,17 @@ impl Config {
                 .ok_or("allowed_roots holds a non-UTF-8 path")?;
             // A root is held to the same shape as a destination so that the
             // prefix test in spec::check_allowed is purely lexical and sound.
-            spec::check_dest(text).map_err(|e| format!("allowed_roots entry {text:?}: {e}"))?;
+            spec::check_dest(text).map_err(|e| {
+                format!(
+                    "allowed_roots entry \"{}\": {e}",
+                    mender_module_protocol::printable(text, 100)
+                )
+            })?;
         }
         if !self.state_dir.is_absolute() {
             return Err(format!(
                 "state_dir {} is not absolute",
-                self.state_dir.display()
+                mender_module_protocol::printable(&self.state_dir.to_string_lossy(), 100)
             ));
         }
         if self.service_start_timeout_seconds == 0 {
@@ -263,6 +268,20 @@ mod tests {
                 err.contains("c.json") && err.contains(want),
                 "{text}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_paths_are_named_escaped_and_short() {
+        let long = "r".repeat(3000);
+        for text in [
+            format!("{{\"allowed_ro\\u007fts\": [], \"{long}\": 1}}"),
+            format!("{{\"state_dir\": \"data\\u001b[2J{long}\"}}"),
+            format!("{{\"allowed_roots\": [\"/data/\\n{long}/..\"]}}"),
+        ] {
+            let e = load(&text).unwrap_err();
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(e.len() <= 600, "{} bytes: {e}", e.len());
         }
     }
 }

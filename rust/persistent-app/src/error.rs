@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 
+use mender_module_protocol::printable;
+
 use crate::archive::ArchiveError;
 use crate::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot {action} {}", path.display())]
+    #[error("cannot {action} {}", printable(&path.to_string_lossy(), 400))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -23,7 +25,7 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] SpecError),
 
-    #[error("payload {payload}: {source}")]
+    #[error("payload {}: {source}", printable(payload, 200))]
     Archive {
         payload: String,
         #[source]
@@ -78,3 +80,25 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_names_in_paths_and_errors_are_escaped() {
+        // Payload names come from the client's stream-next line, which
+        // refuses '/' and NUL but not control characters.
+        let e = Error::io(
+            "create",
+            "/tmp/pending/a\u{1b}[2Jb",
+            std::io::ErrorKind::AlreadyExists.into(),
+        );
+        assert_eq!(e.to_string(), "cannot create /tmp/pending/a\\u{1b}[2Jb");
+        let e = Error::Archive {
+            payload: "p\r\n".into(),
+            source: ArchiveError::TooBig(1),
+        };
+        assert!(e.to_string().starts_with("payload p\\u{d}\\u{a}: "), "{e}");
+    }
+}

@@ -678,3 +678,24 @@ fn paths_swapped_under_the_extraction_redirect_nothing() {
         Ok(()) => assert_eq!(fs::read_to_string(moved.join("d-real/c")).unwrap(), "4"),
     }
 }
+
+#[test]
+fn names_of_escaped_characters_are_bounded_in_bytes_not_characters() {
+    // 100 characters of "\u{1f600}" are 900 bytes: a refusal quoting a
+    // member name and its link target passed 2 KiB (found by fuzzing).
+    let face = "\u{1f600}".repeat(300);
+    let text = ArchiveError::Refused {
+        path: face.clone(),
+        why: format!("symlink target {face} leaves the tree"),
+    }
+    .to_string();
+    assert!(text.len() <= 400, "{} bytes: {text}", text.len());
+    assert!(
+        text.chars()
+            .all(|c| c == ' ' || c == '…' || c.is_ascii_graphic()),
+        "{text:?}"
+    );
+    assert!(shown(&face).len() <= 100 + 20, "{}", shown(&face));
+    assert_eq!(printable("plain", 5), "plain");
+    assert_eq!(printable("plain!", 5), "plain…");
+}
