@@ -102,6 +102,23 @@ NEXT_OS_PROVIDES = {
     "rootfs-image.feature.persistent-app": "true",
 }
 
+OS_UPDATE_STAND_IN = "stand-in"
+OS_UPDATE_ROOTFS = "rootfs-image"
+OS_UPDATES = (OS_UPDATE_STAND_IN, OS_UPDATE_ROOTFS)
+
+# Provides that mender-artifact writes itself into every rootfs-image artifact (and meta-mender
+# into an image's): not capabilities of the OS, so the scenarios compare rootfs-image.* without them.
+GENERATED_PROVIDES = ("rootfs-image.version", "rootfs-image.checksum")
+GENERATED_PREFIX = "rootfs-image.update-module."
+
+
+def os_provides(provides: Dict[str, str]) -> Dict[str, str]:
+    """The rootfs-image.* capabilities in `provides`, without the generated ones."""
+    return {k: v for k, v in provides.items()
+            if k.startswith(provides_rules.ROOTFS_NAMESPACE) and k not in GENERATED_PROVIDES
+            and not k.startswith(GENERATED_PREFIX)}
+
+
 # Limits in seconds for one command on the device: a client install (which streams the artifact
 # through the module and may load images into the engine), and anything else. They are explicit
 # because a target's own default differs between runs (oeqa's ssh target: 300 s).
@@ -124,6 +141,10 @@ class Target(Protocol):
     def copy_to(self, local: str, remote: str) -> None:
         """Copy a local file to a path on the device."""
 
+    # Only for Profile.os_update "rootfs-image":
+    # def reboot(self, timeout: Optional[int] = None) -> None:
+    #     """Reboot the device and return once it answers again."""
+
 
 @dataclass
 class Profile:
@@ -145,6 +166,11 @@ class Profile:
     # The client to drive ("mender" or "mender-update"); None: the one the device has. A test
     # bench pins the client it starts, so that another client on the machine's PATH changes nothing.
     client: Optional[str] = None
+    # How the scenarios update the OS: "stand-in" (a module-image artifact that carries only an OS
+    # update's effect on the provides, see OS_STAND_IN_MODULE) or "rootfs-image" (the real thing:
+    # a rootfs-image artifact written to the inactive partition, a reboot into it, a commit; needs
+    # a target with reboot() and an artifact source with rootfs_image()).
+    os_update: str = OS_UPDATE_STAND_IN
 
     @staticmethod
     def parse_provides(value: str) -> Dict[str, str]:
@@ -173,6 +199,12 @@ class ArtifactSource:
     def docker_stack(self, version: str) -> str:
         """A docker-stack artifact of the demo stack carrying its images inline."""
         raise NotImplementedError
+
+    def rootfs_image(self, name: str, provides: Dict[str, str]) -> str:
+        """A rootfs-image artifact of the device's own rootfs named `name`, providing `provides`
+        (for Profile.os_update "rootfs-image")."""
+        raise MissingRequirement(f"{type(self).__name__} writes no rootfs-image artifacts: "
+                                 "the real OS update needs an artifact source that has the device's rootfs")
 
     def os_stand_in(self, name: str, device_types: Sequence[str], provides: Dict[str, str]) -> str:
         if not self.mender_artifact:
@@ -336,6 +368,10 @@ class Session:
         self.profile = profile
         self.artifacts = artifacts
         self.say = say
+        if profile.os_update not in OS_UPDATES:
+            raise ValueError(f"unknown OS update mode {profile.os_update!r}: expected one of {', '.join(OS_UPDATES)}")
+        if profile.os_update == OS_UPDATE_ROOTFS and not callable(getattr(target, "reboot", None)):
+            raise MissingRequirement(f"{type(target).__name__} cannot reboot the device, which a rootfs-image OS update needs")
         self.client = detect_client(target, profile.client)
         status, out = target.run("cat /var/lib/mender/device_type 2>/dev/null || cat /data/mender/device_type",
                                  timeout=COMMAND_TIMEOUT)
@@ -471,7 +507,34 @@ class Session:
 
     # -- the OS stand-in ---------------------------------------------------------------------------
 
+    def active_rootfs(self) -> str:
+        """The device the running rootfs was mounted from (e.g. /dev/vda2)."""
+        out = self.sh_ok("findmnt -n -o SOURCE /")
+        return out.strip().splitlines()[-1] if out.strip() else ""
+
     def os_update(self, art: str) -> Step:
+        """Install and commit an OS update: the real one (install, reboot into the other rootfs,
+        commit) or the stand-in, as the profile says."""
+        if self.profile.os_update == OS_UPDATE_ROOTFS:
+            return self.rootfs_update(art)
+        return self.os_stand_in_update(art)
+
+    def rootfs_update(self, art: str) -> Step:
+        """A rootfs-image artifact: the client writes the inactive partition and points the boot
+        environment at it; the device reboots into it; the commit makes it permanent."""
+        before = self.active_rootfs()
+        self.require_step(self.install(art))
+        self.say("$ reboot")
+        self.target.reboot(timeout=INSTALL_TIMEOUT)  # type: ignore[attr-defined]
+        after = self.active_rootfs()
+        self.say(f"    running from {after} (was {before})")
+        self.require(f"rebooted into the other rootfs partition ({before} -> {after})",
+                     bool(after) and after != before, f"still running from {after!r}")
+        commit = self.client_step("commit", "commit")
+        self.require_step(commit)
+        return commit
+
+    def os_stand_in_update(self, art: str) -> Step:
         """Install and commit an OS stand-in artifact (see OS_STAND_IN_MODULE)."""
         module = os.path.join(self._local, OS_STAND_IN_TYPE)
         with open(module, "w") as f:
@@ -487,31 +550,40 @@ class Session:
             self.sh(f"rm -f {shlex.quote(remote_module)}")
         return commit
 
+    def _os_artifact(self, name: str, provides: Dict[str, str]) -> str:
+        if self.profile.os_update == OS_UPDATE_ROOTFS:
+            return self.artifacts.rootfs_image(name, provides)
+        return self.artifacts.os_stand_in(name, [self.device_type], provides)
+
     def os_clear_and_restore(self, outcome_check: Callable[[Dict[str, str]], None]) -> None:
-        """The OS stand-in to NEXT_OS, `outcome_check(provides)`, then back to the image's OS."""
+        """An OS update to NEXT_OS, `outcome_check(provides)`, then back to the image's OS."""
         before = self.provides()
-        rootfs_before = {k: v for k, v in before.items() if k.startswith(provides_rules.ROOTFS_NAMESPACE)}
+        rootfs_before = os_provides(before)
+        real = self.profile.os_update == OS_UPDATE_ROOTFS
+        what = "OS update (rootfs-image, A/B)" if real else "OS stand-in"
         # Both artifacts first: a missing mender-artifact must not leave the device on the next OS.
-        next_os = self.artifacts.os_stand_in(NEXT_OS_NAME, [self.device_type], NEXT_OS_PROVIDES)
-        back = self.artifacts.os_stand_in(self.profile.artifact_name, [self.device_type], rootfs_before)
-        self.say(f"# OS stand-in {NEXT_OS_NAME}: clears rootfs-image.*, provides "
+        next_os = self._os_artifact(NEXT_OS_NAME, NEXT_OS_PROVIDES)
+        back = self._os_artifact(self.profile.artifact_name, rootfs_before)
+        self.say(f"# {what} {NEXT_OS_NAME}: clears rootfs-image.*, provides "
                  + ", ".join(f"{k}={v}" for k, v in sorted(NEXT_OS_PROVIDES.items())))
         self.os_update(next_os)
         try:
             after = self.provides()
             self.say_provides(after)
-            rootfs_after = {k: v for k, v in after.items() if k.startswith(provides_rules.ROOTFS_NAMESPACE)}
+            rootfs_after = os_provides(after)
             self.check("rootfs-image.* replaced by the new OS's provides", rootfs_after == NEXT_OS_PROVIDES,
                        f"rootfs-image.* after: {rootfs_after}")
+            self.check(f"artifact_name={NEXT_OS_NAME}", after.get("artifact_name") == NEXT_OS_NAME,
+                       f"the device shows {after.get('artifact_name')!r}")
             outcome_check(after)
         finally:
-            self.say(f"# OS stand-in back to {self.profile.artifact_name} with its rootfs-image.* "
+            self.say(f"# {what} back to {self.profile.artifact_name} with its rootfs-image.* "
                      "(so that the scenarios can run again)")
             self.os_update(back)
             restored = self.provides()
             self.check("rootfs-image.* and the artifact name restored",
-                       {k: v for k, v in restored.items() if k.startswith(provides_rules.ROOTFS_NAMESPACE)}
-                       == rootfs_before and restored.get("artifact_name") == self.profile.artifact_name,
+                       os_provides(restored) == rootfs_before
+                       and restored.get("artifact_name") == self.profile.artifact_name,
                        f"after restoring: {restored}")
 
 

@@ -12,6 +12,11 @@
 //! point reached, so a test run can list the (state, point) pairs it passed
 //! and how often each process passed them.
 //!
+//! `<VAR>_ACTION=stop` stops the process (SIGSTOP) at the point instead of
+//! killing it: the machine around it is then cut from outside (a VM's power),
+//! so that what the module had not yet made durable is lost as in a real
+//! power cut, not only the process.
+//!
 //! Without the feature every point compiles to nothing: a shipped binary
 //! cannot be made to crash by its environment.
 
@@ -64,10 +69,17 @@ mod active {
             .or_insert(0);
         *count += 1;
         if *count == nth {
+            let stop = std::env::var(format!("{var}_ACTION")).is_ok_and(|a| a == "stop");
             mender_module_protocol::stderr_line(format_args!(
-                "fault injected at {state}:{name}:{nth}"
+                "fault injected at {state}:{name}:{nth}{}",
+                if stop { " (stopped)" } else { "" }
             ));
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGKILL);
+            let signal = if stop {
+                nix::sys::signal::SIGSTOP
+            } else {
+                nix::sys::signal::SIGKILL
+            };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), signal);
         }
     }
 }

@@ -51,10 +51,6 @@ PACKAGES = {
     "containers": ("docker-update-module", "docker-moby"),
 }
 
-# Provides that mender-artifact and meta-mender write themselves into every rootfs artifact; the
-# scenarios check the capabilities the build states, not these.
-GENERATED_PROVIDES = ("rootfs-image.version", "rootfs-image.checksum")
-GENERATED_PREFIX = "rootfs-image.update-module."
 
 
 class OeqaTarget:
@@ -87,10 +83,9 @@ def rootfs_artifact_provides(td):
         raise Unusable(str(e))
     provides = {}
     for payload in art.payloads:
-        for key, value in payload.provides.items():
-            if key.startswith("rootfs-image.") and key not in GENERATED_PROVIDES \
-                    and not key.startswith(GENERATED_PREFIX):
-                provides[key] = value
+        # Without what mender-artifact and meta-mender generate: the scenarios check the
+        # capabilities the build states.
+        provides.update(scenarios.os_provides(payload.provides))
     return art.name, provides
 
 
