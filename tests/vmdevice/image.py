@@ -51,7 +51,7 @@ FINAL_VERSION = "1"
 # Installed by one `chroot apt-get install` after a minbase debootstrap (debootstrap's own resolver
 # does not handle the alternatives docker.io and the kernel pull in).
 PACKAGES = sorted([
-    "systemd-sysv", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "docker.io",
+    "systemd-sysv", "dbus", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "docker.io",
     "mender-client", "iproute2", "kmod", "e2fsprogs", "procps", "util-linux",
 ])
 
@@ -253,25 +253,66 @@ def sfdisk_script(parts: Sequence[Partition]) -> str:
 
 
 class _Chroot:
-    """/proc, /sys and /dev(/pts) bound into the tree while packages install; undone on exit."""
+    """/proc, /sys, a private /dev and /dev/pts in the tree while packages install; undone on exit.
+
+    /dev is a small tmpfs with the usual nodes, never a bind of the host's: removing a work dir whose
+    unmount failed must not be able to delete the machine's device nodes.
+    """
+
+    DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
+               "tty": (5, 0)}
 
     def __init__(self, root: Path):
         self.root = root
         self.mounted: List[Path] = []
 
+    def _mount(self, args: List[str], src: str, dst: str) -> Path:
+        target = self.root / dst
+        target.mkdir(parents=True, exist_ok=True)
+        _run(["mount", *args, src, target], what=f"mount {dst} into the chroot")
+        self.mounted.append(target)
+        return target
+
     def __enter__(self):
-        for src, dst, args in (("proc", "proc", ["-t", "proc"]), ("sysfs", "sys", ["-t", "sysfs"]),
-                               ("/dev", "dev", ["--bind"]), ("devpts", "dev/pts", ["-t", "devpts"])):
-            target = self.root / dst
-            target.mkdir(parents=True, exist_ok=True)
-            _run(["mount", *args, src, target], what=f"mount {dst} into the chroot")
-            self.mounted.append(target)
+        try:
+            self._mount(["-t", "proc"], "proc", "proc")
+            self._mount(["-t", "sysfs"], "sysfs", "sys")
+            dev = self._mount(["-t", "tmpfs", "-o", "mode=0755,size=16m"], "vmdevice-dev", "dev")
+            for name, (major, minor) in self.DEVICES.items():
+                os.mknod(dev / name, 0o666 | 0o020000, os.makedev(major, minor))
+            self._mount(["-t", "devpts", "-o", "newinstance,ptmxmode=0666"], "devpts", "dev/pts")
+            (dev / "ptmx").symlink_to("pts/ptmx")
+            (dev / "shm").mkdir()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc):
         for target in reversed(self.mounted):
             subprocess.run(["umount", "-l", str(target)], check=False)
         self.mounted.clear()
+
+
+def _unmount_under(path: Path) -> None:
+    """Lazily unmount whatever a killed build left mounted under `path` (deepest first)."""
+    prefix = str(Path(path).resolve()) + "/"
+    with open("/proc/self/mounts") as f:
+        targets = [line.split()[1].replace("\\040", " ") for line in f]
+    for target in sorted((t for t in targets if t.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False)
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf that first unmounts anything below `path` and refuses to cross a mount it could not undo."""
+    if not path.exists():
+        return
+    _unmount_under(path)
+    prefix = str(Path(path).resolve()) + "/"
+    with open("/proc/self/mounts") as f:
+        if any(line.split()[1].startswith(prefix) for line in f):
+            raise ImageError(f"{path} still has mounts below it; unmount them (umount -l) and remove it by hand")
+    shutil.rmtree(path)
 
 
 def _chroot(root: Path, script: str, log: Log, what: str, timeout: float = 3600) -> str:
@@ -428,8 +469,7 @@ def _build_base(cache: Path, key: str, overlay: Path, log: Log) -> Path:
     if (final / "rootfs").is_dir():
         return final
     work = cache / f".work-base-{key}-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
+    _remove_tree(work)
     work.mkdir(parents=True)
     rootfs = work / "rootfs"
     debs = cache / "debs"
@@ -458,7 +498,7 @@ def _build_base(cache: Path, key: str, overlay: Path, log: Log) -> Path:
         log(f"vmdevice: base rootfs {before / MiB:.0f} MiB -> {after / MiB:.0f} MiB after shrinking")
         os.rename(work, final)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_tree(work)
         raise
     return final
 
@@ -558,8 +598,7 @@ def _build_final(cache: Path, key: str, base: Path, inputs: dict, repo_root: Pat
                  log: Log) -> Path:
     final = cache / f"disk-{key}"
     work = cache / f".work-disk-{key}-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
+    _remove_tree(work)
     work.mkdir(parents=True)
     timings = {}
     try:
@@ -614,19 +653,27 @@ def _build_final(cache: Path, key: str, base: Path, inputs: dict, repo_root: Pat
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(rootfs)
-        shutil.rmtree(work / "device")
+        _remove_tree(work / "device")
         (work / "data.ext4").unlink()
         if final.exists():  # a stale entry with the same key (e.g. from a killed rename): replace it
             shutil.rmtree(final)
         os.rename(work, final)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_tree(work)
         raise
     return final
 
 
 _FINAL_STAGE = [_install_layer, _seed_data, _mkfs, _assemble_disk, _write_bootenv, _build_final,
                 partition_table, sfdisk_script]
+
+
+def _remove_stale_work(cache: Path) -> None:
+    """Work dirs of builds that were killed (their pid is gone): never a cache entry, safe to drop."""
+    for work in cache.glob(".work-*"):
+        pid = work.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _remove_tree(work)
 
 
 def _load(final: Path) -> Image:
@@ -649,6 +696,7 @@ def build(repo_root=REPO_ROOT, binaries_dir=None, cache_dir=None, log: Log = pri
             raise ImageError(f"{tool} not found: apt-get install -y --no-install-recommends debootstrap "
                              "e2fsprogs fdisk qemu-system-x86")
     cache.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work(cache)
     overlay = repo_root / "tests" / "vmdevice" / "rootfs-overlay"
     bkey = key_of(base_inputs(overlay))
     inputs = final_inputs(repo_root, binaries_dir, bkey)
@@ -766,6 +814,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--binaries", default=None, help="cargo release dir (default <repo>/target/release)")
     ap.add_argument("--cache", default=None, help="cache dir (default $VMDEVICE_CACHE or %s)" % DEFAULT_CACHE)
     args = ap.parse_args(argv)
+
+    def terminate(*_):  # so that a killed build unmounts and removes its work dir
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         if args.command == "key":
             repo = Path(args.repo)
