@@ -439,9 +439,11 @@ def _configure_base(rootfs: Path, overlay: Path, log: Log) -> None:
     var_lib_mender.symlink_to("/data/mender")
     (rootfs / "etc/mender").mkdir(parents=True, exist_ok=True)
     (rootfs / "etc/mender/mender.conf").write_text(json.dumps(MENDER_CONF, indent=2) + "\n")
-    # Debian's mender-client ships an old shell docker module where the layer's binary goes.
-    _chroot(rootfs, "dpkg-divert --local --rename --add /usr/share/mender/modules/v3/docker", log,
-            "dpkg-divert of the mender-client docker module")
+    # Debian's mender-client ships an old shell docker module where the layer's binary goes. Diverted
+    # out of modules/v3: the default name (docker.distrib) would sit there as a module of its own.
+    _chroot(rootfs, "mkdir -p /usr/share/mender/modules-diverted && dpkg-divert --local --rename "
+            "--divert /usr/share/mender/modules-diverted/docker --add /usr/share/mender/modules/v3/docker",
+            log, "dpkg-divert of the mender-client docker module")
     # Serial console without delays; journald kept in memory-friendly size.
     (rootfs / "etc/systemd/journald.conf.d").mkdir(parents=True, exist_ok=True)
     (rootfs / "etc/systemd/journald.conf.d/vmdevice.conf").write_text("[Journal]\nSystemMaxUse=32M\n")
@@ -740,6 +742,9 @@ docker network ls --format 'network={{.Name}}/{{.Driver}}'
 mender --no-syslog show-provides | sed 's/^/provides: /'
 echo "varlibmender=$(readlink /var/lib/mender)"
 ls /usr/share/mender/modules/v3 | sed 's/^/module: /'
+sha256sum /usr/share/mender/modules/v3/docker /usr/share/mender/modules/v3/persistent-app \
+    /usr/share/mender/inventory/mender-inventory-docker | sed 's/^/sha256: /'
+dpkg-divert --list | sed 's/^/divert: /'
 echo "hostname=$(hostname)"
 echo "ip=$(ip -4 -o addr show scope global | awk '{print $4}')"
 """
