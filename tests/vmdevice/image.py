@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,9 @@ FINAL_VERSION = "1"
 # Installed by one `chroot apt-get install` after a minbase debootstrap (debootstrap's own resolver
 # does not handle the alternatives docker.io and the kernel pull in).
 PACKAGES = sorted([
-    "systemd-sysv", "dbus", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "docker.io",
+    # apparmor: Debian's kernel enables AppArmor, and dockerd refuses to run containers without
+    # apparmor_parser to load its docker-default profile.
+    "systemd-sysv", "dbus", "apparmor", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "docker.io",
     "mender-client", "iproute2", "kmod", "e2fsprogs", "procps", "util-linux",
 ])
 
@@ -125,9 +128,12 @@ def _run(argv: Sequence[str], *, log: Optional[Log] = None, timeout: float = 360
     except subprocess.TimeoutExpired:
         raise ImageError(f"{what or argv[0]} timed out after {timeout:.0f} s") from None
     if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-30:])
-        raise ImageError(f"{what or ' '.join(map(str, argv[:3]))} failed (exit {proc.returncode}); "
-                         f"last output:\n{tail}")
+        fd, log_path = tempfile.mkstemp(prefix="vmdevice-error-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"$ {' '.join(map(str, argv))}\n{proc.stdout}")
+        last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1][:200]
+        raise ImageError(f"{what or ' '.join(map(str, argv[:3]))} failed (exit {proc.returncode}): {last} "
+                         f"-- full output in {log_path}")
     return proc.stdout
 
 
@@ -750,6 +756,15 @@ echo "ip=$(ip -4 -o addr show scope global | awk '{print $4}')"
 """
 
 
+DOCKER_BRIDGE_SCRIPT = r"""
+tar -C /tmp/bb -c bin | docker import - vmdevice-bb:1 >/dev/null
+docker run --rm --network bridge vmdevice-bb:1 /bin/busybox sh -c \
+  '/bin/busybox ip -4 -o addr show eth0 | /bin/busybox awk "{print \"container_ip=\" \$4}";
+   /bin/busybox ping -c1 -W2 172.17.0.1 >/dev/null && echo bridge_ping=ok || echo bridge_ping=FAILED'
+docker rmi -f vmdevice-bb:1 >/dev/null
+"""
+
+
 def boot_check(image: Image, scratch_dir: Path, log: Log = print, timeout: float = 600) -> dict:
     """Boot a copy of the disk in QEMU (TCG), wait for ssh and run CHECK_SCRIPT; QEMU is ended after."""
     scratch_dir.mkdir(parents=True, exist_ok=True)
@@ -793,8 +808,19 @@ def boot_check(image: Image, scratch_dir: Path, log: Log = print, timeout: float
         settled = time.monotonic() - t0
         r = subprocess.run([*ssh, CHECK_SCRIPT], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=300)
+        output = r.stdout + r.stderr
+        busybox = Path("/bin/busybox")
+        if busybox.is_file():
+            # Bridge networking end to end: a container made from the host's static busybox (no registry
+            # needed) gets a veth on docker0 and reaches the bridge's address.
+            with open(busybox, "rb") as f:
+                subprocess.run([*ssh, "mkdir -p /tmp/bb/bin && cat > /tmp/bb/bin/busybox && chmod 755 /tmp/bb/bin/busybox"],
+                               stdin=f, capture_output=True, timeout=120)
+            r = subprocess.run([*ssh, DOCKER_BRIDGE_SCRIPT], stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=300)
+            output += r.stdout + r.stderr
         return {"ssh_ready_seconds": round(ready, 1), "settled_seconds": round(settled, 1), "port": port,
-                "output": r.stdout + r.stderr, "console": str(console)}
+                "output": output, "console": str(console)}
     finally:
         try:
             os.killpg(qemu.pid, signal.SIGTERM)
