@@ -54,7 +54,8 @@ FINAL_VERSION = "1"
 PACKAGES = sorted([
     # apparmor: Debian's kernel enables AppArmor, and dockerd refuses to run containers without
     # apparmor_parser to load its docker-default profile.
-    "systemd-sysv", "dbus", "apparmor", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "docker.io",
+    "systemd-sysv", "dbus", "apparmor", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server",
+    "docker.io",
     "mender-client", "iproute2", "kmod", "e2fsprogs", "procps", "util-linux",
 ])
 
@@ -752,6 +753,11 @@ sha256sum /usr/share/mender/modules/v3/docker /usr/share/mender/modules/v3/persi
     /usr/share/mender/inventory/mender-inventory-docker | sed 's/^/sha256: /'
 dpkg-divert --list | sed 's/^/divert: /'
 echo "hostname=$(hostname)"
+for u in mender-client docker containerd ssh systemd-networkd systemd-networkd-wait-online; do
+    echo "enabled: $u $(systemctl is-enabled $u.service 2>&1)"
+done
+echo "boot: $(systemd-analyze time 2>&1 | head -1)"
+echo "rootfs: $(findmnt -n -o SOURCE,SIZE,USED / 2>/dev/null || df -h / | tail -1)"
 echo "ip=$(ip -4 -o addr show scope global | awk '{print $4}')"
 """
 

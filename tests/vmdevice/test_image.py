@@ -126,3 +126,27 @@ def test_kas_provides_parse():
 
 def test_tree_hash_of_missing_dir_is_stable(tmp_path):
     assert image.tree_hash(tmp_path / "nope") == image.tree_hash(tmp_path / "nope2")
+
+
+def test_bootenv_hook_calls_format_disk_when_importable(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("vmdevice.bootenv")
+    fake.format_disk = lambda path, env: calls.append((path, env)) or Path(path).write_bytes(b"env")
+    monkeypatch.setitem(sys.modules, "vmdevice.bootenv", fake)
+    monkeypatch.setattr("vmdevice.bootenv", fake, raising=False)
+    path = image._write_bootenv(tmp_path, lambda m: None)
+    assert path == tmp_path / "bootenv.raw" and path.read_bytes() == b"env"
+    assert calls == [(tmp_path / "bootenv.raw", {"mender_boot_part": "2", "mender_boot_part_hex": "2",
+                                                  "upgrade_available": "0", "bootcount": "0"})]
+
+
+def test_bootenv_hook_skips_without_the_module(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vmdevice.bootenv", None)  # import raises ImportError
+    messages = []
+    assert image._write_bootenv(tmp_path, messages.append) is None
+    assert not (tmp_path / "bootenv.raw").exists() and "skipped" in messages[0]
