@@ -753,6 +753,7 @@ sha256sum /usr/share/mender/modules/v3/docker /usr/share/mender/modules/v3/persi
     /usr/share/mender/inventory/mender-inventory-docker | sed 's/^/sha256: /'
 dpkg-divert --list | sed 's/^/divert: /'
 echo "hostname=$(hostname)"
+if command -v fw_printenv >/dev/null; then fw_printenv 2>&1 | sed 's/^/bootenv: /'; fi
 for u in mender-client docker containerd ssh systemd-networkd systemd-networkd-wait-online; do
     echo "enabled: $u $(systemctl is-enabled $u.service 2>&1)"
 done
@@ -780,12 +781,17 @@ def boot_check(image: Image, scratch_dir: Path, log: Log = print, timeout: float
     kernel, initrd = scratch_dir / "vmlinuz", scratch_dir / "initrd.img"
     _debugfs_cat(scratch, p2.start, image.manifest["kernel_path"], kernel)
     _debugfs_cat(scratch, p2.start, image.manifest["initrd_path"], initrd)
+    bootenv_drive: List[str] = []
+    if (image.dir / "bootenv.raw").is_file():  # the boot environment's disk (/dev/vdb, fw_env.config)
+        shutil.copyfile(image.dir / "bootenv.raw", scratch_dir / "bootenv.raw")
+        bootenv_drive = ["-drive", f"file={scratch_dir / 'bootenv.raw'},format=raw,if=virtio"]
     port = _free_port()
     console = scratch_dir / "console.log"
     argv = ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-smp", "2", "-m", "1024", "-nographic",
             "-no-reboot", "-kernel", kernel, "-initrd", initrd,
             "-append", "root=/dev/vda2 rw console=ttyS0 panic=5",
             "-drive", f"file={scratch},format=raw,if=virtio",
+            *bootenv_drive,
             "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=n0"]
     ssh = ["ssh", "-i", str(image.key), "-p", str(port), "-o", "StrictHostKeyChecking=no",
