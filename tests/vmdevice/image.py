@@ -363,6 +363,8 @@ KEEP_DRIVERS = {"block", "net", "virtio", "char", "watchdog", "scsi", "md", "vir
                 "vhost", "acpi", "nvdimm"}
 DROP_NET_DRIVERS = {"wireless", "ethernet", "usb", "wwan", "can", "ieee802154", "hamradio", "arcnet", "fddi",
                     "plip", "wan", "dsa", "thunderbolt", "hyperv", "fjes", "slip", "appletalk"}
+DROP_NET_PROTOCOLS = {"wireless", "mac80211", "bluetooth", "nfc", "ieee802154", "mac802154", "6lowpan", "can",
+                      "atm"}
 KEEP_SCSI = {"virtio_scsi.ko", "sd_mod.ko", "scsi_mod.ko", "scsi_common.ko", "sg.ko"}
 KEEP_CHAR = {"hw_random", "virtio_console.ko", "tpm"}
 KEEP_WATCHDOG = {"i6300esb.ko"}
@@ -394,6 +396,9 @@ def _prune_modules(rootfs: Path, log: Log) -> str:
     for name in DROP_NET_DRIVERS:
         if (drivers / "net" / name).exists():
             shutil.rmtree(drivers / "net" / name)
+    for name in DROP_NET_PROTOCOLS:  # radios and buses a virtio guest has none of (cfg80211 even loads)
+        if (kernel / "net" / name).exists():
+            shutil.rmtree(kernel / "net" / name)
     _chroot(rootfs, f"depmod -a {kver}", log, "depmod in the chroot")
     return kver
 
@@ -505,7 +510,10 @@ def _build_base(cache: Path, key: str, overlay: Path, log: Log) -> Path:
                 "timings": timings, "inputs": base_inputs(overlay)}
         (work / "base.json").write_text(json.dumps(info, indent=2) + "\n")
         log(f"vmdevice: base rootfs {before / MiB:.0f} MiB -> {after / MiB:.0f} MiB after shrinking")
-        os.rename(work, final)
+        if (final / "rootfs").is_dir():  # a concurrent build of the same key won: use its tree
+            _remove_tree(work)
+        else:
+            os.rename(work, final)
     except BaseException:
         _remove_tree(work)
         raise
