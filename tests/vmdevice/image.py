@@ -319,7 +319,12 @@ def _remove_tree(path: Path) -> None:
     with open("/proc/self/mounts") as f:
         if any(line.split()[1].startswith(prefix) for line in f):
             raise ImageError(f"{path} still has mounts below it; unmount them (umount -l) and remove it by hand")
-    shutil.rmtree(path)
+    for _ in range(3):  # processes of a killed build (dpkg in the chroot) may still be writing into it
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(1)
+    # Still there: a later build removes it (_remove_stale_work); it is never taken for a cache entry.
 
 
 def _chroot(root: Path, script: str, log: Log, what: str, timeout: float = 3600) -> str:
@@ -888,6 +893,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImageError as e:
         print(f"vmdevice.image: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("vmdevice.image: interrupted; nothing half-built was left in the cache", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
