@@ -119,6 +119,15 @@ def ssh_options(port: int, key=None) -> list[str]:
     return options
 
 
+_NO_SESSION = ("Connection refused", "Connection timed out", "banner exchange", "kex_exchange_identification",
+               "Permission denied", "No route to host", "Could not resolve")
+
+
+def ssh_never_connected(output: str) -> bool:
+    """Whether ssh's (status 255) output says it never got a session (rather than losing one)."""
+    return any(text in output for text in _NO_SESSION)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,12 +180,13 @@ class VmDevice:
 
     ready_probe: callable(device) -> bool, "is this boot up?" (default: `ssh ... true` succeeds); the
     watchdog, wait_ssh() and reboot() go by it. restart_on_poweroff: a guest poweroff boots again
-    (like a reboot) unless False. bootlimit: None takes the environment's bootlimit (1 when missing).
+    (like a reboot) unless False. poweroff_via_ssh=False: stop()/power_off() pull the plug at once.
+    bootlimit: None takes the environment's bootlimit (1 when missing).
     """
 
     def __init__(self, disk, bootenv_disk, workdir, *, memory_mb=1024, smp=2, ssh_port=None, ssh_key=None,
                  qemu="qemu-system-x86_64", boot_timeout=300, extra_append="", parts=("2", "3"), bootlimit=None,
-                 ready_probe=None, restart_on_poweroff=True, max_failed_starts=10):
+                 ready_probe=None, restart_on_poweroff=True, poweroff_via_ssh=True, max_failed_starts=10):
         self.disk = Path(disk).resolve()
         self.bootenv_disk = Path(bootenv_disk).resolve()
         self.workdir = Path(workdir).resolve()
@@ -190,6 +200,7 @@ class VmDevice:
         self.bootlimit = bootlimit
         self.ready_probe = ready_probe or (lambda device: device._ssh_ready())
         self.restart_on_poweroff = restart_on_poweroff
+        self.poweroff_via_ssh = poweroff_via_ssh
         self.max_failed_starts = max_failed_starts
         self.boots: list[BootRecord] = []
         self.error: BaseException | None = None
@@ -242,9 +253,11 @@ class VmDevice:
             self._want_on = False
             record = self.current
             running = self._proc is not None
-            ready = running and record.ready is not None
+            ready = running and record.ready is not None and self.poweroff_via_ssh
         if ready:
-            self.ssh("systemctl poweroff", timeout=15)
+            status, output = self.ssh("systemctl poweroff", timeout=15)
+            if status == 255 and ssh_never_connected(output):
+                ready = False  # no one to ask: pull the plug now
         with self._cond:
             if running and not self._wait_locked(lambda: record.end is not None, grace if ready else 0,
                                                  raise_error=False):
