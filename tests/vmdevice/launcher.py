@@ -254,6 +254,8 @@ class VmDevice:
             record = self.current
             running = self._proc is not None
             ready = running and record.ready is not None and self.poweroff_via_ssh
+            if running and self._kill_reason is None:
+                self._kill_reason = STOP  # however it goes down now, it was stopped
         if ready:
             status, output = self.ssh("systemctl poweroff", timeout=15)
             if status == 255 and ssh_never_connected(output):

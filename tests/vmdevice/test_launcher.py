@@ -236,7 +236,7 @@ def tiny_disk():
 
 @pytest.fixture
 def tiny(tiny_disk, tmp_path):
-    """tiny(env_vars, append) -> a started VmDevice on a private copy of the tiny disk."""
+    """tiny(env_vars, append) -> a started VmDevice on a private copy of the tiny disk (ssh as root works)."""
     devices = []
 
     def make(env: dict, append: str = "", **kwargs):
@@ -245,8 +245,7 @@ def tiny(tiny_disk, tmp_path):
         env_disk = tmp_path / "bootenv.raw"
         bootenv.format_disk(env_disk, env)
         kwargs.setdefault("boot_timeout", 60)
-        device = VmDevice(disk, env_disk, tmp_path / "work", memory_mb=256, poweroff_via_ssh=False,
-                          ready_probe=lambda d: "TINY: ready" in d.current.log_text(),
+        device = VmDevice(disk, env_disk, tmp_path / "work", memory_mb=256, ssh_key=tiny_disk.parent / "tiny-key",
                           extra_append=f"quiet {append}", **kwargs)
         devices.append(device)
         return device.start()
@@ -257,31 +256,16 @@ def tiny(tiny_disk, tmp_path):
     for device in devices:
         for record in device.boots:
             print(f"boot {record.index}: partition {record.partition}, {record.end}, "
-                  f"ready after {record.boot_seconds and round(record.boot_seconds, 1)}s; {record.reason}")
-
-
-@pytest.mark.vm
-def test_vm_boots_the_env_partition_and_power_cycles(tiny):
-    device = tiny(bootenv.default_env("3"))
-    first = device.wait_ssh(60)
-    log = first.log.read_text()
-    assert "TINY: cmdline: root=/dev/vda3 rw console=ttyS0 panic=5 quiet" in log
-    assert "name=B" in log and first.partition == "3"
-    assert first.env_before == first.env_after == bootenv.default_env("3")
-    assert [c and c[0] for c in bootenv.read_copies(device.bootenv_disk)] == [1, None]  # nothing to save
-    device.power_cut(restart=False)
-    time.sleep(2)
-    assert len(device.boots) == 1 and first.end == POWER_CUT
-    device.power_on()
-    second = device.wait_ssh(60)
-    assert second.index == 2 and second.partition == "3"
-    assert "boot#=2" in second.log.read_text()  # the guest's write to its root survived the power cut
+                  f"ssh-ready after {record.boot_seconds and round(record.boot_seconds, 1)}s; {record.reason}")
 
 
 @pytest.mark.vm
 def test_vm_guest_reboot_boots_again(tiny):
     device = tiny(bootenv.default_env("2"), "tiny.p2=once-reboot")
     second = device.wait_boot(2, 90)
+    power_cut_restarts = device.power_cut()
+    assert power_cut_restarts is second and second.end == POWER_CUT
+    assert device.wait_boot(3, 60).partition == "2"
     first = device.boots[0]
     assert first.end == GUEST_REBOOT and first.exit_status == 0
     assert "reboot: Restarting system" in first.log.read_text()
@@ -302,20 +286,57 @@ def test_vm_failing_trial_boot_falls_back(tiny):
 
 
 @pytest.mark.vm
-def test_vm_committed_update_stays_and_guest_tools_write_the_env(tiny):
-    """B commits with the guest's own fw_setenv on /dev/vdb; after a power cut B boots again."""
+def test_vm_committed_update_stays_across_power_cycles(tiny):
+    """Boots the env's partition (B, trial); B commits with the guest's own fw_setenv on /dev/vdb;
+    power cut without restart stays off; power_on boots B again."""
     device = tiny({**bootenv.default_env("3"), "upgrade_available": "1", "bootcount": "0"}, "tiny.p3=commit")
     first = device.wait_ssh(60)
-    assert "TINY: committed: upgrade_available=0 mender_boot_part=3" in first.log.read_text()
+    log = first.log.read_text()
+    assert "TINY: cmdline: root=/dev/vda3 rw console=ttyS0 panic=5 quiet" in log
+    assert "name=B" in log and first.partition == "3" and "trial boot of 3" in first.reason
+    assert first.env_after == {**bootenv.default_env("3"), "upgrade_available": "1", "bootcount": "1"}
+    assert "TINY: committed: upgrade_available=0 mender_boot_part=3" in log
     assert device.bootenv() == {**bootenv.default_env("3"), "bootcount": "1"}
-    device.power_cut()
+    assert [c and c[0] for c in bootenv.read_copies(device.bootenv_disk)] == [3, 2]  # launcher, then guest
+    device.power_cut(restart=False)
+    time.sleep(2)
+    assert len(device.boots) == 1 and (first.end, first.exit_status) == (POWER_CUT, -9)
+    device.power_on()
     second = device.wait_ssh(60)
-    assert second.partition == "3" and second.reason == "boot mender_boot_part=3"
+    assert (second.index, second.partition, second.reason) == (2, "3", "boot mender_boot_part=3")
+    assert second.env_before == second.env_after  # nothing for the bootloader to save
+    assert "boot#=2" in second.log.read_text()  # the guest's write to its root survived the power cut
+
+
+@pytest.mark.vm
+def test_vm_ssh_copy_to_and_reboot(tiny, tmp_path):
+    """ssh, copy_to, the Go client's fw_setenv sequence inside the guest, reboot() into the new partition."""
+    device = tiny(bootenv.default_env("2"))
+    first = device.wait_ssh(60)
+    assert device.ssh("cat /proc/cmdline; echo err >&2; exit 3", 30) == (
+        3, "root=/dev/vda2 rw console=ttyS0 panic=5 quiet\nerr\n")
+    payload = tmp_path / "payload"
+    payload.write_text("hello\n")
+    device.copy_to(payload, "/tmp/payload")
+    assert device.ssh("cat /tmp/payload") == (0, "hello\n")
+    # what mender 3.4's install does: probe the separator, then switch to B for a trial boot
+    script = ("printf 'mender_uboot_separator 1\\n' | fw_setenv -s - && fw_printenv mender_uboot_separator && "
+              "printf 'mender_uboot_separator \\n' | fw_setenv -s - && "
+              "printf 'upgrade_available 1\\nmender_boot_part 3\\nmender_boot_part_hex 3\\nbootcount 0\\n'"
+              " | fw_setenv -s - && fw_printenv upgrade_available mender_boot_part")
+    assert device.ssh(script) == (0, "mender_uboot_separator=1\nupgrade_available=1\nmender_boot_part=3\n")
+    assert device.bootenv() == {**bootenv.default_env("3"), "upgrade_available": "1"}
+    second = device.reboot(90)
+    assert first.end == GUEST_REBOOT
+    assert (second.index, second.partition) == (2, "3") and "trial boot of 3" in second.reason
+    assert device.ssh("fw_printenv bootcount") == (0, "bootcount=1\n")
+    device.stop()
+    assert second.end == STOP and second.exit_status == 0  # powered off over ssh, not killed
 
 
 @pytest.mark.vm
 def test_vm_watchdog_reboots_a_hung_boot(tiny):
-    device = tiny(bootenv.default_env("2"), "tiny.p2=hang", boot_timeout=12)
+    device = tiny(bootenv.default_env("2"), "tiny.p2=hang", boot_timeout=10)
     first = device.wait_end(1, 60)
     assert first.end == WATCHDOG and first.exit_status == -9
     assert "action=hang" in first.log.read_text()
