@@ -387,6 +387,16 @@ class VmDevice:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
 
+    def _probe(self, record: BootRecord, proc) -> None:
+        try:
+            ok = self.ready_probe(self)
+        except Exception:  # noqa: BLE001 - a failing probe is a "not yet"
+            ok = False
+        with self._cond:
+            if ok and record.ready is None and record.end is None and proc.poll() is None:
+                record.ready = time.time()
+                self._cond.notify_all()
+
     def _ssh_ready(self) -> bool:
         try:
             return subprocess.run(self.ssh_command("true"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -475,17 +485,21 @@ class VmDevice:
                         continue
                     failed_starts = 0
                     proc = self._proc
-                next_probe = time.monotonic() + 2
+                next_probe = time.monotonic() + 1
+                probes: list[threading.Thread] = []
                 while proc.poll() is None:
                     if record.ready is None:
                         if time.time() - record.started > self.boot_timeout:
                             with self._cond:
                                 self._kill_locked(WATCHDOG)
                         elif time.monotonic() >= next_probe:
-                            if self.ready_probe(self) and proc.poll() is None:
-                                with self._cond:
-                                    record.ready = time.time()
-                                    self._cond.notify_all()
+                            # a probe can take ConnectTimeout (5 s) before sshd listens: overlap them, so
+                            # that readiness is seen within about a second
+                            probes = [t for t in probes if t.is_alive()]
+                            if len(probes) < 6:
+                                probe = threading.Thread(target=self._probe, args=(record, proc), daemon=True)
+                                probe.start()
+                                probes.append(probe)
                             next_probe = time.monotonic() + 1
                     with self._cond:
                         if proc.poll() is None:
