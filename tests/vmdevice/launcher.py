@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -457,8 +458,10 @@ class VmDevice:
         record.command = qemu_command(qemu=self.qemu, kernel=kernel, initrd=initrd, partition=decision.partition,
                                       disk=self.disk, bootenv_disk=self.bootenv_disk, memory_mb=self.memory_mb,
                                       smp=self.smp, ssh_port=self.ssh_port, extra_append=self.extra_append)
+        # its own session and process group (killpg), and SIGKILLed should this process die unannounced
+        prefix = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
         with open(record.log, "wb") as log:
-            self._proc = subprocess.Popen(record.command, stdin=subprocess.DEVNULL, stdout=log,
+            self._proc = subprocess.Popen(prefix + record.command, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         record.pid = self._proc.pid
         record.started = time.time()
