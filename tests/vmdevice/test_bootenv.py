@@ -200,6 +200,17 @@ def envdisk(tmp_path):
     return disk, config
 
 
+SHELL = []  # the interpreter for run(); the shell fixture sets it (empty: the #! line's /bin/sh)
+
+
+@pytest.fixture(params=["sh", "busybox-sh"])
+def shell(request):
+    """Run the test with the tools under /bin/sh (dash on Debian) and under busybox's ash."""
+    SHELL[:] = [] if request.param == "sh" else ["busybox", "sh"]
+    yield request.param
+    SHELL[:] = []
+
+
 def run(tool, config, *args, stdin="", env_config=False):
     env = dict(os.environ)
     env.pop("FW_ENV_CONFIG", None)
@@ -207,7 +218,8 @@ def run(tool, config, *args, stdin="", env_config=False):
         env["FW_ENV_CONFIG"] = str(config)
     else:
         args = ("-c", str(config)) + args
-    result = subprocess.run([str(tool), *args], input=stdin, capture_output=True, text=True, env=env, timeout=30)
+    result = subprocess.run([*SHELL, str(tool), *args], input=stdin, capture_output=True, text=True, env=env,
+                            timeout=30)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -226,7 +238,7 @@ def go_client_read(config, *names):
     return vars, err
 
 
-def test_printenv_all_and_by_name(envdisk):
+def test_printenv_all_and_by_name(shell, envdisk):
     disk, config = envdisk
     status, out, err = run(PRINTENV, config)
     assert (status, err) == (0, "")
@@ -237,7 +249,7 @@ def test_printenv_all_and_by_name(envdisk):
     assert run(PRINTENV, config, "mender_boot_part", env_config=True) == (0, "mender_boot_part=2\n", "")
 
 
-def test_printenv_missing_name(envdisk):
+def test_printenv_missing_name(shell, envdisk):
     disk, config = envdisk
     assert run(PRINTENV, config, "nope") == (1, "", '## Error: "nope" not defined\n')
     # the names that exist are still printed
@@ -247,7 +259,7 @@ def test_printenv_missing_name(envdisk):
     assert run(PRINTENV, config, "mender_boot")[0] == 1
 
 
-def test_setenv_arguments_and_deletion(envdisk):
+def test_setenv_arguments_and_deletion(shell, envdisk):
     disk, config = envdisk
     assert run(SETENV, config, "foo", "bar", "baz") == (0, "", "")
     assert bootenv.read(disk)["foo"] == "bar baz"
@@ -259,7 +271,7 @@ def test_setenv_arguments_and_deletion(envdisk):
     assert run(SETENV, config, "never")[0] == 0
 
 
-def test_setenv_script_file_and_formats(envdisk, tmp_path):
+def test_setenv_script_file_and_formats(shell, envdisk, tmp_path):
     disk, config = envdisk
     script = tmp_path / "script"
     script.write_text("# comment\n\nmender_boot_part 3\nmender_boot_part_hex\t3\nupgrade_available=1\n"
@@ -269,7 +281,7 @@ def test_setenv_script_file_and_formats(envdisk, tmp_path):
                                   "bootcount": "0", "bootlimit": "1", "weird": "a=b c", "spaced": "x y", "last": "9"}
 
 
-def test_go_client_separator_probe_then_write(envdisk):
+def test_go_client_separator_probe_then_write(shell, envdisk):
     """The exact sequence of mender 3.4's UBootEnv.WriteEnv (probeSeparator, then writeEnvImpl)."""
     disk, config = envdisk
     # ReadEnv's canary check first: fw_printenv mender_check_saveenv_canary (missing: an error, ignored)
@@ -329,7 +341,7 @@ def test_shell_and_python_agree_byte_for_byte(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["newest-torn", "newest-hash", "both", "oldest-garbage-tail", "none"])
-def test_shell_picks_the_same_copy_as_python(envdisk, damage):
+def test_shell_picks_the_same_copy_as_python(shell, envdisk, damage):
     disk, config = envdisk
     bootenv.update(disk, {"mender_boot_part": "3"})  # copy 1, seq 2
     bootenv.update(disk, {"bootcount": "4"})  # copy 0, seq 3
@@ -359,7 +371,7 @@ def test_shell_picks_the_same_copy_as_python(envdisk, damage):
         assert "no valid copy" in err
 
 
-def test_shell_torn_write_then_write_again(envdisk):
+def test_shell_torn_write_then_write_again(shell, envdisk):
     """fw_setenv writes to the losing copy: a torn write there loses only that write."""
     disk, config = envdisk
     assert run(SETENV, config, "mender_boot_part", "3")[0] == 0  # copy 1, seq 2
@@ -376,7 +388,7 @@ def test_shell_torn_write_then_write_again(envdisk):
     assert bootenv.read(disk)["bootcount"] == "1"
 
 
-def test_shell_refuses_bad_input_and_leaves_the_env_alone(envdisk):
+def test_shell_refuses_bad_input_and_leaves_the_env_alone(shell, envdisk):
     disk, config = envdisk
     before = disk.read_bytes()
     assert run(SETENV, config, "-s", "-", stdin="=x\n")[0] == 1
