@@ -486,7 +486,6 @@ class VmDevice:
                                                 f"{record.log_text().strip()}")
                         self._cond.wait(1.0)
                         continue
-                    failed_starts = 0
                     proc = self._proc
                 next_probe = time.monotonic() + 1
                 probes: list[threading.Thread] = []
@@ -518,6 +517,14 @@ class VmDevice:
                             self._want_on = False
                     self._proc, self._kill_reason = None, None
                     self._cond.notify_all()
+                    if record.end == QEMU_EXIT and status != 0:  # QEMU itself failed (bad option, port taken)
+                        failed_starts += 1
+                        if failed_starts >= self.max_failed_starts:
+                            raise LauncherError(f"QEMU failed {failed_starts} times in a row (status {status}): "
+                                                f"{record.log_text()[-2000:].strip()}")
+                        self._cond.wait(1.0)
+                    else:
+                        failed_starts = 0
         except BaseException as e:  # noqa: BLE001 - handed to the waiting test
             with self._cond:
                 self.error = e

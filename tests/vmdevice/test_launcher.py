@@ -215,6 +215,18 @@ def test_monitor_reports_a_dead_end(tmp_path, fake_disk):
             device.wait_ssh(30)
 
 
+def test_monitor_gives_up_when_qemu_itself_fails(tmp_path, fake_disk, monkeypatch):
+    disk, env, qemu = fake_disk()
+    bootenv.format_disk(env, bootenv.default_env("2"))
+    qemu.write_text("#!/bin/sh\necho 'qemu-system-x86_64: -netdev user: could not set up host forwarding rule' >&2\n"
+                    "exit 1\n")
+    device = _fake_device(tmp_path, disk, env, qemu, max_failed_starts=3)
+    with pytest.raises(LauncherError, match="QEMU failed 3 times in a row .status 1.: .*host forwarding"):
+        with device:
+            device.wait_ssh(30)
+    assert [(b.end, b.exit_status) for b in device.boots] == [(QEMU_EXIT, 1)] * 3
+
+
 def test_guest_poweroff_can_leave_it_off(tmp_path, fake_disk, monkeypatch):
     disk, env, qemu = fake_disk()
     bootenv.format_disk(env, bootenv.default_env("2"))
