@@ -268,8 +268,8 @@ def tiny(tiny_disk, tmp_path):
         device.stop()
     for device in devices:
         for record in device.boots:
-            print(f"boot {record.index}: partition {record.partition}, {record.end}, "
-                  f"ssh-ready after {record.boot_seconds and round(record.boot_seconds, 1)}s; {record.reason}")
+            ready = "never ssh-ready" if record.ready is None else f"ssh-ready after {record.boot_seconds:.1f}s"
+            print(f"boot {record.index}: partition {record.partition}, {record.end}, {ready}; {record.reason}")
 
 
 @pytest.mark.vm
