@@ -383,6 +383,9 @@ class Session:
         self._pushed: Dict[str, str] = {}
         self._service_was_active = False
         self._outcome: Optional[Outcome] = None
+        # Real OS updates: the image's OS (name, rootfs-image.*) and whether the device runs NEXT_OS.
+        self._image_os: Optional[Tuple[str, Dict[str, str]]] = None
+        self._on_next_os = False
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -405,6 +408,14 @@ class Session:
         self.sh(f"mkdir -p {shlex.quote(self.profile.work_dir)}")
 
     def close(self) -> None:
+        if self._on_next_os:
+            self._outcome = Outcome("close", "back to the image's OS")
+            try:
+                self.ensure_image_os()
+            except _Stop as e:
+                self.say(f"    FAILED: could not go back to the image's OS: {e}")
+            finally:
+                self._outcome = None
         self.sh(f"rm -rf {shlex.quote(self.profile.work_dir)}")
         if self._service_was_active:
             self.sh(f"systemctl start {self.client.service}")
@@ -550,17 +561,53 @@ class Session:
             self.sh(f"rm -f {shlex.quote(remote_module)}")
         return commit
 
+    def _os_swap(self, outcome_check: Optional[Callable[[Dict[str, str]], None]]) -> None:
+        """One real OS update to the OS the device is not running (see os_clear_and_restore)."""
+        if self._image_os is None:
+            self._image_os = (self.profile.artifact_name, os_provides(self.provides()))
+        if self._on_next_os:
+            name, provides = self._image_os
+        else:
+            name, provides = NEXT_OS_NAME, NEXT_OS_PROVIDES
+        art = self._os_artifact(name, provides)
+        self.say(f"# OS update (rootfs-image, A/B) to {name}: clears rootfs-image.*, provides "
+                 + ", ".join(f"{k}={v}" for k, v in sorted(provides.items())))
+        self.os_update(art)
+        self._on_next_os = not self._on_next_os
+        after = self.provides()
+        self.say_provides(after)
+        self.check("rootfs-image.* replaced by the new OS's provides", os_provides(after) == provides,
+                   f"rootfs-image.* after: {os_provides(after)}")
+        self.check(f"artifact_name={name}", after.get("artifact_name") == name,
+                   f"the device shows {after.get('artifact_name')!r}")
+        if outcome_check is not None:
+            outcome_check(after)
+
+    def ensure_image_os(self) -> None:
+        """Back to the image's own OS if a real OS update left the device on NEXT_OS."""
+        if self._on_next_os:
+            self.say(f"# back to the image's OS {self.profile.artifact_name}")
+            self._os_swap(None)
+
     def _os_artifact(self, name: str, provides: Dict[str, str]) -> str:
         if self.profile.os_update == OS_UPDATE_ROOTFS:
             return self.artifacts.rootfs_image(name, provides)
         return self.artifacts.os_stand_in(name, [self.device_type], provides)
 
     def os_clear_and_restore(self, outcome_check: Callable[[Dict[str, str]], None]) -> None:
-        """An OS update to NEXT_OS, `outcome_check(provides)`, then back to the image's OS."""
+        """An OS update to NEXT_OS, `outcome_check(provides)`, then back to the image's OS.
+
+        With real OS updates each update is an A/B swap with a reboot, minutes on a slow device, so
+        the way back is not taken at once: this OS update goes to the other OS (NEXT_OS, or back to
+        the image's own when the device is on NEXT_OS), `outcome_check` runs after it, and the
+        device returns to the image's OS when a scenario needs it (the rootfs provides) and when
+        the session closes (:meth:`ensure_image_os`). Every swap is checked the same way."""
+        if self.profile.os_update == OS_UPDATE_ROOTFS:
+            self._os_swap(outcome_check)
+            return
         before = self.provides()
         rootfs_before = os_provides(before)
-        real = self.profile.os_update == OS_UPDATE_ROOTFS
-        what = "OS update (rootfs-image, A/B)" if real else "OS stand-in"
+        what = "OS stand-in"
         # Both artifacts first: a missing mender-artifact must not leave the device on the next OS.
         next_os = self._os_artifact(NEXT_OS_NAME, NEXT_OS_PROVIDES)
         back = self._os_artifact(self.profile.artifact_name, rootfs_before)
@@ -591,6 +638,7 @@ class Session:
 
 
 def _rootfs_provides(s: Session, outcome: Outcome) -> None:
+    s.ensure_image_os()
     s.say(f"device: {s.profile.description}; client: {s.client.name} {s.client.version} ({s.client.flavour}); "
           f"device type {s.device_type}")
     provides = s.provides()

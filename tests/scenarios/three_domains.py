@@ -96,12 +96,15 @@ class LocalArtifacts(ArtifactSource):
     def _env(self) -> dict:
         return {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
 
-    def _persistent_app(self, out: Path, *, name: str, version: str, payload: Path, extra=()) -> str:
+    def _persistent_app(self, out: Path, *, name: str, version: str, payload: Path, extra=(),
+                        service: Optional[str] = None) -> str:
         """What classes/persistent-app-artifact.bbclass runs, with this machine's generator."""
         if str(out) not in self._made:
             argv = [str(self.app_generator), "-n", f"{name}-{version}", "-t", self.device_type,
                     "-d", f"/data/apps/{name}", "--software-name", name, "--software-version", version,
                     "-o", str(out), str(payload)]
+            if service:
+                argv[1:1] = ["--service", service]
             if extra:
                 argv += ["--", *extra]
             run(argv, env=self._env())

@@ -330,7 +330,9 @@ class VmDevice:
             raise LauncherError(f"scp {local} -> {remote} failed ({result.returncode}): {result.stderr.strip()}")
 
     def reboot(self, timeout: float = 600) -> BootRecord:
-        """`systemctl reboot` in the guest; waits for the next boot to be ssh-ready and returns its record."""
+        """`systemctl reboot` in the guest; waits until a later boot is ssh-ready and returns its record.
+        That need not be the next boot: a new rootfs that fails to boot is tried, and the boot after
+        it falls back to the other partition (bootcount > bootlimit)."""
         with self._cond:
             before = self.current
             if before is None or before.end is not None:
@@ -338,7 +340,16 @@ class VmDevice:
         self.ssh("systemctl reboot", timeout=20)  # the connection may drop: ignore its status
         deadline = time.monotonic() + timeout
         self.wait_end(before.index, timeout)
-        return self.wait_boot(before.index + 1, max(1.0, deadline - time.monotonic()))
+        return self.wait_ready_after(before.index, max(1.0, deadline - time.monotonic()))
+
+    def wait_ready_after(self, index: int, timeout: float = 300) -> BootRecord:
+        """Wait until a boot after boot number `index` is ssh-ready; returns its record."""
+        def done():
+            return any(b.ready is not None and b.end is None for b in self.boots[index:])
+        with self._cond:
+            if not self._wait_locked(done, timeout):
+                raise LauncherError(f"no boot after boot {index} ready within {timeout}s: {self._describe()}")
+            return next(b for b in reversed(self.boots[index:]) if b.ready is not None)
 
     def __enter__(self) -> "VmDevice":
         return self.start()
