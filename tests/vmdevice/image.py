@@ -651,8 +651,8 @@ def _build_final(cache: Path, key: str, base: Path, inputs: dict, repo_root: Pat
         t = time.monotonic()
         content = _du_bytes(rootfs)
         # Every A/B update writes the whole filesystem image (and gunzips and hashes it on the
-        # device first): ~10 % free plus room for the journal, not more.
-        rootfs_size = _round_up(int(content * 1.1) + 48 * MiB, MiB)
+        # device first): room for the journal, the reserved blocks and ~60 MiB free, not more.
+        rootfs_size = _round_up(int(content * 1.15) + 64 * MiB, MiB)
         _mkfs(rootfs, work / "rootfs.ext4", rootfs_size, "rootfs", inodes=int(_count_inodes(rootfs) * 1.5) + 4096)
         data_size = _round_up(max(DATA_PART_MIN_BYTES, int(_du_bytes(data) * 1.25)), MiB)
         _mkfs(data, work / "data.ext4", data_size, "data")

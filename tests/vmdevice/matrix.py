@@ -29,6 +29,9 @@ def fault_build(package: str, binary: str) -> Path:
     out = TARGET / "fault-injection"
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(TARGET / "debug" / binary, out / binary)
+    # Without debug info: the dev profile's is ten times the code, and the device's rootfs is sized
+    # for the release binaries.
+    run(["strip", "--strip-debug", str(out / binary)], timeout=120)
     return out / binary
 
 

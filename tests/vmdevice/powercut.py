@@ -228,6 +228,8 @@ class ModuleDomain:
 
     def run(self, labels: Optional[Sequence[str]] = None) -> List[Cut]:
         reached = self.reach()
+        self.h.say(f"# {self.name}: fault points of a clean install+rollback, install+commit: "
+                   + ", ".join(f"{s}:{p}" for s, p in reached))
         cuts = []
         for label in labels or list(self.points):
             state, preferred = self.points[label]
@@ -240,89 +242,95 @@ class ModuleDomain:
 
 
 class RootfsDomain:
-    """The OS: rootfs-image artifacts of the image's rootfs (old: the image's own name and provides)."""
+    """The OS: rootfs-image artifacts of the image's rootfs, the old one named and providing as the
+    image, the new one composable-demo-2.0. Which partition holds which alternates with every
+    update, so an OS is recognised by what it is: /etc/mender/artifact_info in the running rootfs
+    and the rootfs-image.* the client shows. (artifact_name names the last artifact of any type.)"""
 
     def __init__(self, h: Harness, *, old: str, new: str, old_name: str, new_name: str,
                  old_provides: Dict[str, str], new_provides: Dict[str, str]):
         self.h = h
-        self.old, self.new = old, new
-        self.expect = {"/dev/vda2": (old_name, old_provides), "/dev/vda3": (new_name, new_provides)}
+        self.arts = {old_name: old, new_name: new}
+        self.provides = {old_name: old_provides, new_name: new_provides}
         self.old_name, self.new_name = old_name, new_name
 
-    def state(self) -> Tuple[str, str, Dict[str, str]]:
-        provides = self.h.s.provides()
-        return self.h.s.active_rootfs(), provides.get("artifact_name", ""), sc.os_provides(provides)
+    def running(self) -> Tuple[str, str]:
+        """(root device, artifact name of the running rootfs)."""
+        info = self.h.sh("cat /etc/mender/artifact_info")
+        name = next((line.split("=", 1)[1].strip() for line in info.splitlines()
+                     if line.startswith("artifact_name=")), "")
+        return self.h.s.active_rootfs(), name
 
     def consistent(self) -> Tuple[bool, str]:
-        """Running an OS whose name and provides the client shows, either the old one on A or the new one on B."""
-        root, name, provides = self.state()
-        ok = any((name, provides) == want for want in self.expect.values()) and             (name, provides) == self.expect.get(root, (None, None))
-        return ok, f"running {root}, client shows {name}"
+        """The running rootfs is one of the two OSes, the client's rootfs-image.* are that OS's, and
+        the boot environment boots it with no update pending."""
+        root, name = self.running()
+        shown = sc.os_provides(self.h.s.provides())
+        env = self.h.vm.bootenv()
+        booted = env.get("mender_boot_part") == root[len("/dev/vda"):] and env.get("upgrade_available") == "0"
+        ok = name in self.provides and shown == self.provides[name] and booted
+        return ok, (f"running {name or '?'} from {root}; the client shows "
+                    f"{'its' if shown == self.provides.get(name) else 'other'} rootfs-image.*; boot env "
+                    f"mender_boot_part={env.get('mender_boot_part')} upgrade_available={env.get('upgrade_available')}")
 
-    def back_to_old(self) -> bool:
-        root, name, _ = self.state()
-        if root == "/dev/vda2" and name == self.old_name:
-            return True
-        if self.h.client("install", self.h.s.push(self.old)).status != 0:
+    def deploy(self, name: str) -> bool:
+        """Install `name`, reboot into it, commit."""
+        h = self.h
+        if h.client("install", h.s.push(self.arts[name])).status != 0:
             return False
-        self.h.vm.reboot(timeout=1200)
-        return self.h.client("commit").status == 0 and self.state()[0] == "/dev/vda2"
+        h.vm.reboot(timeout=1200)
+        return h.client("commit").status == 0 and self.running()[1] == name and self.consistent()[0]
 
-    def sectors_written(self) -> int:
-        out = self.h.sh("cat /sys/block/vda/vda3/stat")
-        return int(out.split()[6])
+    def sectors_done(self, device: str) -> int:
+        """Sectors read plus written on `device`. The Go client reads each block of the inactive
+        partition and writes only those that differ (an update of the same rootfs changes a few
+        MiB), so its progress through the partition shows in both."""
+        fields = self.h.sh(f"cat /sys/class/block/{device}/stat").split()
+        return int(fields[2]) + int(fields[6])
 
     def cut(self, label: str) -> Cut:
         h = self.h
         cut = Cut("rootfs", label)
         t0 = time.monotonic()
-        if not self.back_to_old():
-            cut.detail = "could not start from the old OS"
+        if self.running()[1] != self.old_name and not self.deploy(self.old_name):
+            cut.detail = f"could not start from {self.old_name}"
             return cut
-        path = h.s.push(self.new)
+        path = h.s.push(self.arts[self.new_name])
         h.say(f"# power cut: rootfs at {label}")
         if label == "write":
-            size = int(h.sh(f"stat -c %s {shlex.quote(path)}"))
-            start = self.sectors_written()
+            inactive = "vda3" if self.running()[0] == "/dev/vda2" else "vda2"
+            sectors = int(h.sh(f"cat /sys/class/block/{inactive}/size"))
+            start = self.sectors_done(inactive)
             h.background(f"{h.s.client.command} install {shlex.quote(path)}", {})
             deadline = time.monotonic() + 900
-            # A third of the artifact's size in sectors reached the partition: mid-write.
-            while self.sectors_written() - start < size // 3 // 512:
+            # A third of the partition gone through: mid-write.
+            while self.sectors_done(inactive) - start < sectors // 3:
                 if time.monotonic() > deadline:
                     cut.detail = "the write never got under way"
                     return cut
                 time.sleep(0.5)
-            h.cut_and_boot()
-        elif label == "before reboot":
+        elif label in ("before reboot", "after reboot"):
             if h.client("install", path).status != 0:
                 cut.detail = "install failed"
                 return cut
-            h.cut_and_boot()
-        elif label == "after reboot":
-            if h.client("install", path).status != 0:
-                cut.detail = "install failed"
-                return cut
-            h.vm.reboot(timeout=1200)
-            h.cut_and_boot()
+            if label == "after reboot":
+                h.vm.reboot(timeout=1200)
         else:
             raise ValueError(label)
-        # The client's recovery: an update that came up on its new partition is committed (the
-        # boot environment kept it there); anything else is rolled back.
-        root = h.s.active_rootfs()
-        h.client("commit" if root == "/dev/vda3" else "rollback")
+        h.cut_and_boot()
+        # The client's recovery: an update the bootloader kept booting (upgrade_available=1 on its
+        # new partition) is committed; anything else is rolled back (with no record the client
+        # says so and does nothing).
+        env = h.vm.bootenv()
+        pending = env.get("upgrade_available") == "1"
+        h.client("commit" if pending else "rollback")
         ok, cut.detail = self.consistent()
         cut.after_boot = ok
         # The next deployment: the OS the device is not running installs, boots and commits.
-        root = h.s.active_rootfs()
-        other, other_root = (self.old, "/dev/vda2") if root == "/dev/vda3" else (self.new, "/dev/vda3")
-        if h.client("install", h.s.push(other)).status == 0:
-            h.vm.reboot(timeout=1200)
-            cut.after_next = h.client("commit").status == 0 and self.state()[0] == other_root \
-                and self.consistent()[0]
-        else:
-            cut.after_next = False
+        other = self.new_name if self.running()[1] == self.old_name else self.old_name
+        cut.after_next = self.deploy(other)
         cut.seconds = time.monotonic() - t0
-        h.say(f"    {label}: {cut.detail}; next deployment {'accepted' if cut.after_next else 'FAILED'}")
+        h.say(f"    {label}: {cut.detail}; next deployment ({other}) {'accepted' if cut.after_next else 'FAILED'}")
         return cut
 
     def run(self, labels: Optional[Sequence[str]] = None) -> List[Cut]:
