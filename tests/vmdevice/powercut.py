@@ -180,6 +180,10 @@ class ModuleDomain:
 
     def reach(self) -> List[Tuple[str, str]]:
         """The (state, point) pairs of install+commit and install+rollback, from the old release."""
+        # From the old release, as every cut starts: the points that replace something (a
+        # container's stop, a tree's exchange) are only passed when there is something to replace.
+        if self.release() != self.old_version and not self.deploy(self.old, self.old_version):
+            raise AssertionError(f"{self.name}: could not deploy {self.old_version} before tracing the points")
         mender = self.h.s.client.command
         reached = self.h.points_reached(self.var, [f"{mender} install {self._path(self.new)}", f"{mender} rollback",
                                                    f"{mender} install {self._path(self.new)}", f"{mender} commit"])
