@@ -262,7 +262,7 @@ def test_a_container_answers_on_its_published_port_over_the_bridge(session, vm, 
 # -- power cuts (tests/vmdevice/powercut.py): one per domain here, the whole matrix in scripts/vm-powercuts
 
 # One cut per domain here; the rest of the matrix on demand.
-CI_CUTS = {"persistent-app": ["swap"], "docker": ["switch"], "rootfs": ["write"]}
+CI_CUTS = {"persistent-app": ["commit"], "docker": ["commit"], "rootfs": ["write"]}
 
 
 @pytest.fixture(scope="module")
