@@ -610,13 +610,10 @@ def _assemble_disk(disk: Path, parts: Sequence[Partition], total: int, images: M
               "status=none"], what=f"dd {img.name} into partition {p.number}")
 
 
-def _write_bootenv(out: Path, log: Log) -> Optional[Path]:
-    try:
-        from vmdevice import bootenv  # the other half of the device: U-Boot-style env for fw_*env
-    except ImportError:
-        # vmdevice.bootenv is not here (yet): the disk is bootable without it (root= on the command line).
-        log("vmdevice: vmdevice.bootenv not importable; bootenv.raw skipped")
-        return None
+def _write_bootenv(out: Path, log: Log) -> Path:
+    """The boot environment's disk (/dev/vdb, etc/fw_env.config), booting rootfs A with no update pending."""
+    from vmdevice import bootenv
+
     path = out / "bootenv.raw"
     bootenv.format_disk(path, {"mender_boot_part": "2", "mender_boot_part_hex": "2", "upgrade_available": "0",
                                "bootcount": "0"})

@@ -141,12 +141,3 @@ def test_bootenv_hook_calls_format_disk_when_importable(tmp_path, monkeypatch):
     assert path == tmp_path / "bootenv.raw" and path.read_bytes() == b"env"
     assert calls == [(tmp_path / "bootenv.raw", {"mender_boot_part": "2", "mender_boot_part_hex": "2",
                                                   "upgrade_available": "0", "bootcount": "0"})]
-
-
-def test_bootenv_hook_skips_without_the_module(tmp_path, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "vmdevice.bootenv", None)  # import raises ImportError
-    messages = []
-    assert image._write_bootenv(tmp_path, messages.append) is None
-    assert not (tmp_path / "bootenv.raw").exists() and "skipped" in messages[0]
