@@ -25,6 +25,14 @@ from scenarios.three_domains import image_settings, local_session, scenarios  # 
 RELEASE = ROOT / "target" / "release"
 
 
+def ready() -> bool:
+    """The bench can run here; otherwise says what is missing."""
+    problems = bench.missing_components()
+    if problems:
+        print("demo: cannot run here:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+    return not problems
+
+
 def report(outcomes, untouched: bool) -> int:
     print("\n=== Outcomes ===")
     for line in scenarios.summary(outcomes):
@@ -42,9 +50,7 @@ def main_vm() -> int:
     from vmdevice import image as vm_image
     from vmdevice.session import boot_copy, vm_session
 
-    problems = bench.missing_components()
-    if problems:
-        print("demo: cannot run here:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+    if not ready():
         return 1
     before = bench.host_device_paths_snapshot()
     print("meta-mender-composable: the three update domains on a booted device")
@@ -82,9 +88,7 @@ def main() -> int:
                         help="run the scenarios on the booted VM device with real A/B OS updates (minutes)")
     if parser.parse_args().vm:
         return main_vm()
-    problems = bench.missing_components()
-    if problems:
-        print("demo: cannot run here:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+    if not ready():
         return 1
     before = bench.host_device_paths_snapshot()
     artifact_name, _ = image_settings()

@@ -8,7 +8,6 @@ with the scenarios' apps and stacks as the scenarios leave them."""
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 import pytest

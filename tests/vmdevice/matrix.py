@@ -54,7 +54,7 @@ def app_domain(h: powercut.Harness) -> powercut.ModuleDomain:
     for version, art in arts.items():
         key, _, dest, tree = sc._persistent_app_expectations(art)
         expect[version] = tree
-    return powercut.ModuleDomain(h, name="persistent-app", module="persistent-app", var="PERSISTENT_APP_FAULT",
+    return powercut.ModuleDomain(h, name="persistent-app", var="PERSISTENT_APP_FAULT",
                                  points=powercut.APP_POINTS, old=arts["1.0"], new=arts["2.0"], key=key,
                                  observe=lambda: h.s.tree(dest), expect=expect)
 
@@ -67,7 +67,7 @@ def docker_domain(h: powercut.Harness) -> powercut.ModuleDomain:
         stack, key, _, names, _ = sc._stack_expectations(art)
         release = sc.mender_artifact.read(art).name
         expect[version] = {n: ("running", release) for n in names}
-    return powercut.ModuleDomain(h, name="docker", module="docker", var="DOCKER_MODULE_FAULT",
+    return powercut.ModuleDomain(h, name="docker", var="DOCKER_MODULE_FAULT",
                                  points=powercut.DOCKER_POINTS, old=arts["1.0"], new=arts["2.0"], key=key,
                                  observe=lambda: sc._stack_containers(h.s, stack), expect=expect)
 

@@ -14,10 +14,8 @@ with debugfs (no mount needed).
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 

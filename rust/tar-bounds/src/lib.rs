@@ -83,6 +83,17 @@ impl Member {
     }
 }
 
+/// A header's checksum as the tar crate computes it: unsigned, the
+/// checksum field itself counted as spaces.
+pub fn checksum(h: &[u8; BLOCK]) -> u64 {
+    h[..148]
+        .iter()
+        .chain(&h[156..])
+        .map(|b| u64::from(*b))
+        .sum::<u64>()
+        + 8 * 32
+}
+
 /// The walk over an archive's headers, one block at a time.
 #[derive(Debug, Default)]
 pub struct Walk {
@@ -101,14 +112,7 @@ impl Walk {
         if h.iter().all(|b| *b == 0) {
             return Ok(None);
         }
-        // The tar crate's checksum: unsigned, the field counted as spaces.
-        let sum: u64 = h[..148]
-            .iter()
-            .chain(&h[156..])
-            .map(|b| u64::from(*b))
-            .sum::<u64>()
-            + 8 * 32;
-        if octal(&h[148..156]) != Some(sum) {
+        if octal(&h[148..156]) != Some(checksum(h)) {
             return Err(Refusal::Checksum);
         }
         let kind = h[156];
