@@ -465,6 +465,48 @@ fn an_abandoned_update_is_finished_or_blocks_the_next() {
 }
 
 #[test]
+fn a_switch_the_client_lost_is_put_back_by_the_next_download() {
+    // mender 3.x standalone records an install only once ArtifactInstall
+    // returns: after a power cut inside it no recovery state runs, and the
+    // next deployment's Download is the first to see the switch.
+    let v1 = release(vec![spec("web", '1'), spec("worker", '1')]);
+    let v2 = release(vec![spec("web", '2'), spec("worker", '2')]);
+    let v3 = release(vec![spec("web", '3'), spec("worker", '1')]);
+    for next in ["web-3", "web-2"] {
+        let mut n = 1;
+        loop {
+            let mut b = Bench::new("lost");
+            for r in [&v1, &v2, &v3] {
+                b.publish(r);
+            }
+            b.deploy("web-1", &v1);
+            let before = b.view().0;
+            b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
+            b.engine.fail_at = Some(b.engine.mutations + n);
+            let died = b.state("web-2", "web", |d| d.install(&v2, None)).is_err();
+            b.engine.fail_at = None;
+            if !died {
+                break;
+            }
+            let r = if next == "web-3" { &v3 } else { &v2 };
+            b.state(next, "web", |d| d.download(r, None)).unwrap();
+            assert_eq!(b.view().0, before, "{next}: died at mutating call {n}");
+            b.state(next, "web", |d| d.install(r, None)).unwrap();
+            b.state(next, "web", |d| d.commit()).unwrap();
+            b.state(next, "web", |d| d.cleanup()).unwrap();
+            assert_eq!(b.engine.running_names(), ["web", "worker"]);
+            assert_eq!(
+                b.engine.by_name("web").unwrap().label(labels::RELEASE),
+                Some(next)
+            );
+            assert!(b.journal("web").update.is_none());
+            n += 1;
+        }
+        assert!(n > 4, "{n} engine calls covered");
+    }
+}
+
+#[test]
 fn start_first_starts_the_new_set_before_stopping_the_old() {
     let mut b = Bench::new("start-first");
     let v1 = release(vec![spec("web", '1')]);

@@ -212,10 +212,7 @@ pub fn next(action: Action, f: &Facts) -> Next {
                 Step::Remove(Slot::Staging)
             } else if f.previous != Tree::Absent {
                 Step::Remove(Slot::Previous)
-            } else if action != Action::Prepare
-                && j.service_was_active
-                && f.service_active == Some(false)
-            {
+            } else if j.service_was_active && f.service_active == Some(false) {
                 // An install that stopped the unit and never swapped.
                 Step::StartService
             } else {
@@ -248,6 +245,7 @@ pub fn next(action: Action, f: &Facts) -> Next {
         Phase::Swapping | Phase::Swapped if !j.same_artifact => match action {
             // The error states of another deployment leave this one alone.
             Action::Rollback | Action::Failure | Action::Cleanup => Ok(None),
+            Action::Prepare if j.phase == Phase::Swapping => back_from_swapping(f, j),
             _ => Err(Refusal::Pending(j.phase)),
         },
         Phase::Swapping => match action {
@@ -255,7 +253,15 @@ pub fn next(action: Action, f: &Facts) -> Next {
                 Some(step) => Ok(Some(step)),
                 None => Ok(Some(Step::Journal(Phase::Swapped))),
             },
-            Action::Prepare => Err(Refusal::Pending(j.phase)),
+            // Download meeting a swap no state will finish (see the
+            // module's README, "Power cuts"): a client runs ArtifactRollback
+            // after an ArtifactInstall that did not return, unless it never
+            // recorded the install (mender 3.x standalone records it only
+            // once the state returns), and then it is the next Download
+            // that finds it. Never finished means never accepted: the old
+            // tree and its unit come back first, as a bootloader falls back
+            // to the old rootfs.
+            Action::Prepare => back_from_swapping(f, j),
             Action::Commit => Err(Refusal::InstallIncomplete),
             Action::Rollback | Action::Failure | Action::Cleanup => back_from_swapping(f, j),
         },
@@ -275,14 +281,14 @@ pub fn next(action: Action, f: &Facts) -> Next {
                 Action::Rollback | Action::Failure => Ok(Some(Step::Journal(Phase::RollingBack))),
                 // An install awaiting commit is never undone by Cleanup.
                 Action::Cleanup => Ok(None),
+                // An install that returned: the client may hold it for a
+                // commit (mender 3.x lets `mender install` run over it).
                 Action::Prepare => Err(Refusal::Pending(j.phase)),
             }
         }
         Phase::RollingBack => match action {
             Action::Install | Action::Commit => Err(Refusal::RollbackInProgress),
-            // Download only settles the trees; the unit was the old
-            // deployment's business.
-            Action::Prepare => roll_back(f, j, false, true),
+            Action::Prepare => roll_back(f, j, true, true),
             // ArtifactRollback stops once the old version is back and
             // running; deleting the rejected tree is left to the states
             // both clients run after it, so it stays O(1) at any app size.

@@ -146,6 +146,8 @@ pub fn next(action: Action, f: &Facts) -> Result<Option<Step>, Refusal> {
         }
     };
     Ok(match action {
+        // A switch no state will finish (see settle_abandoned).
+        Action::Download if u.phase == Phase::Install => Some(Step::Restore),
         Action::Download if switched => return Err(Refusal::AlreadyInstalling(u.phase)),
         // Download run again: a load the first run left is put back; what
         // it pulled stays, and is fetched no more.
@@ -173,7 +175,17 @@ pub fn next(action: Action, f: &Facts) -> Result<Option<Step>, Refusal> {
 
 fn settle_abandoned(u: UpdateFacts) -> Result<Step, Refusal> {
     match u.phase {
-        Phase::Install | Phase::Installed => Err(Refusal::Pending(u.phase)),
+        // A switch that never returned. A client runs ArtifactRollback after
+        // an ArtifactInstall that did not return, unless it never recorded
+        // the install (mender 3.x standalone records it only once the state
+        // returns, so a power cut inside it leaves no record), and then the
+        // next deployment is the first to see it. Never finished means never
+        // accepted: the previous set comes back, as a bootloader falls back
+        // to the old rootfs.
+        Phase::Install => Ok(Step::Restore),
+        // An install that returned: the client may hold it for a commit
+        // (mender 3.x lets `mender install` run over it).
+        Phase::Installed => Err(Refusal::Pending(u.phase)),
         Phase::Commit => Ok(Step::FinishCommit),
         Phase::Download | Phase::RolledBack if u.load => Ok(Step::UndoLoad),
         Phase::Download | Phase::RolledBack if u.pulled => Ok(Step::DropPulled),

@@ -107,17 +107,22 @@ fn commit_and_download_refuse_what_does_not_fit_the_phase() {
             Err(Refusal::NotInstalled(phase))
         );
     }
-    for phase in [Phase::Install, Phase::Installed, Phase::Commit] {
+    for phase in [Phase::Installed, Phase::Commit] {
         assert_eq!(
             steps(Action::Download, &update(phase, true, false, false)),
             Err(Refusal::AlreadyInstalling(phase))
         );
     }
+    // A switch that never returned is put back first (settle_abandoned).
+    assert_eq!(
+        steps(Action::Download, &update(Phase::Install, true, false, true)),
+        Ok(vec![Step::Restore])
+    );
     assert_eq!(steps(Action::Commit, &Facts::default()), Ok(vec![]));
 }
 
 #[test]
-fn an_abandoned_update_is_finished_or_blocks_the_next_deployment() {
+fn an_abandoned_update_is_finished_or_blocks_the_next_deployment_while_it_may_be_committed() {
     for action in [Action::Download, Action::Install] {
         let tail = if action == Action::Install {
             vec![Step::Switch]
@@ -132,12 +137,18 @@ fn an_abandoned_update_is_finished_or_blocks_the_next_deployment() {
         let mut want = vec![Step::FinishCommit];
         want.extend(&tail);
         assert_eq!(steps(action, &committed), Ok(want));
-        for phase in [Phase::Install, Phase::Installed] {
-            assert_eq!(
-                steps(action, &update(phase, false, false, false)),
-                Err(Refusal::Pending(phase))
-            );
-        }
+        assert_eq!(
+            steps(action, &update(Phase::Installed, false, false, false)),
+            Err(Refusal::Pending(Phase::Installed))
+        );
+        // A switch that never returned: the previous set back, what it
+        // fetched gone, then this deployment.
+        let mut want = vec![Step::Restore, Step::DropPulled, Step::Clear];
+        want.extend(&tail);
+        assert_eq!(
+            steps(action, &update(Phase::Install, false, false, true)),
+            Ok(want)
+        );
     }
     // This deployment's error states and commit leave the other one alone.
     for action in [

@@ -169,7 +169,7 @@ fn rollback_exchanges_back_and_restarts_the_unit_and_the_next_state_deletes_the_
 }
 
 #[test]
-fn download_clears_leftovers_and_refuses_over_a_pending_install() {
+fn download_clears_leftovers_and_rolls_back_an_install_the_client_lost() {
     let f = facts(None, Tree::Other, Tree::Other, Tree::Other);
     assert_eq!(
         plan(Action::Prepare, &f).unwrap(),
@@ -180,10 +180,56 @@ fn download_clears_leftovers_and_refuses_over_a_pending_install() {
         plan(Action::Prepare, &f).unwrap(),
         [Journal(Phase::Staging), Remove(Staging), ClearJournal]
     );
-    for phase in [Phase::Swapping, Phase::Swapped] {
-        let f = facts(journal(phase), Tree::New, Tree::Absent, Tree::Other);
-        assert_eq!(plan(Action::Prepare, &f), Err(Refusal::Pending(phase)));
+    // An install that returned may still be committed: refused.
+    for same_artifact in [false, true] {
+        let mut j = journal(Phase::Swapped);
+        j.as_mut().unwrap().same_artifact = same_artifact;
+        let f = facts(j, Tree::New, Tree::Absent, Tree::Other);
+        assert_eq!(
+            plan(Action::Prepare, &f),
+            Err(Refusal::Pending(Phase::Swapped))
+        );
     }
+    // A swap that never returned, the new tree in place, the unit stopped
+    // or started again by the boot: whoever's install it was, it was never
+    // committed, so the old tree comes back with its unit first.
+    for phase in [Phase::Swapping] {
+        for same_artifact in [false, true] {
+            for active in [false, true] {
+                let mut j = journal(phase);
+                j.as_mut().unwrap().same_artifact = same_artifact;
+                j.as_mut().unwrap().service_was_active = true;
+                let mut f = facts(j, Tree::New, Tree::Absent, Tree::Other);
+                f.service_active = Some(active);
+                let mut want = vec![Journal(Phase::RollingBack)];
+                if active {
+                    want.push(StopService);
+                }
+                want.extend([
+                    Exchange(Previous, Dest),
+                    StartService,
+                    Remove(Previous),
+                    ClearJournal,
+                ]);
+                let got = plan(Action::Prepare, &f).unwrap();
+                assert_eq!(got, want, "{phase:?} same={same_artifact} active={active}");
+            }
+        }
+    }
+    // Cut before the exchange, the unit already stopped: only the unit.
+    let mut j = journal(Phase::Swapping);
+    j.as_mut().unwrap().service_was_active = true;
+    let mut f = facts(j, Tree::Other, Tree::New, Tree::Absent);
+    f.service_active = Some(false);
+    assert_eq!(
+        plan(Action::Prepare, &f).unwrap(),
+        [
+            Journal(Phase::Staging),
+            Remove(Staging),
+            StartService,
+            ClearJournal
+        ]
+    );
 }
 
 #[test]
@@ -330,7 +376,8 @@ fn every_combination_terminates_with_well_formed_steps() {
                 Action::Install => assert_eq!(end, Some(Phase::Swapped), "{f:?} {steps:?}"),
                 // A commit always ends in the tombstone, never in silence.
                 Action::Commit => assert!(committed && !other, "{f:?} {steps:?}"),
-                Action::Prepare => assert!(end.is_none() || other, "{f:?} {steps:?}"),
+                // Download starts from a clean slate, or refuses.
+                Action::Prepare => assert!(end.is_none(), "{f:?} {steps:?}"),
                 // A rollback leaves no journal, or `rolling-back` naming the
                 // rejected tree for the next state to delete (never with
                 // the new tree in the destination); a tombstone of this
@@ -561,6 +608,61 @@ fn an_install_cut_anywhere_recovers_to_exactly_the_old_tree() {
                     old,
                     &format!("fresh={fresh} service={service} atomic={atomic} cut={cut:?}"),
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_install_the_client_lost_is_rolled_back_by_the_next_download() {
+    // mender 3.x standalone records an install only once ArtifactInstall
+    // returns: after a power cut inside it (or before the record), the
+    // client knows nothing, and the next Download is the first state run.
+    for (fresh, service, atomic) in scenarios() {
+        let old = (!fresh).then_some(Content::Old);
+        let len = plan(
+            Action::Install,
+            &World::after_download(fresh, service, atomic).facts(),
+        )
+        .unwrap()
+        .len();
+        for cut in cuts(len) {
+            for same_artifact in [false, true] {
+                let mut w = World::after_download(fresh, service, atomic);
+                w.act(Action::Install, cut).unwrap();
+                // The unit is not restarted by the boot in this model: the
+                // worst case, a unit the install stopped and nobody started.
+                if let Some(j) = &mut w.journal {
+                    j.same_artifact = same_artifact;
+                }
+                if w.journal.map(|j| j.phase) == Some(Phase::Swapped) {
+                    // The install returned: the client holds it.
+                    assert_eq!(
+                        w.act(Action::Prepare, None),
+                        Err(Refusal::Pending(Phase::Swapped))
+                    );
+                    continue;
+                }
+                w.act(Action::Prepare, None).unwrap();
+                w.assert_only(
+                    old,
+                    &format!("fresh={fresh} service={service} atomic={atomic} cut={cut:?}"),
+                );
+                // Cut again anywhere in that Download: the next one finishes.
+                let len = plan(Action::Prepare, &{
+                    let mut again = World::after_download(fresh, service, atomic);
+                    again.act(Action::Install, cut).unwrap();
+                    again.facts()
+                })
+                .unwrap()
+                .len();
+                for cut2 in cuts(len) {
+                    let mut w = World::after_download(fresh, service, atomic);
+                    w.act(Action::Install, cut).unwrap();
+                    w.act(Action::Prepare, cut2).unwrap();
+                    w.act(Action::Prepare, None).unwrap();
+                    w.assert_only(old, &format!("cut={cut:?} then {cut2:?}"));
+                }
             }
         }
     }
