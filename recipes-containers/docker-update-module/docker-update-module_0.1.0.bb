@@ -12,6 +12,14 @@ require ${BPN}-licenses.inc
 require recipes-mender/mender-composable/mender-composable-rust.inc
 require ${BPN}-crates.inc
 
+SRC_URI += "file://mender-docker-recover.service"
+
+inherit systemd
+
+# At boot, before the client: puts back what a power cut inside
+# ArtifactInstall left half done (the module's README, "Power cuts").
+SYSTEMD_SERVICE:${PN} = "mender-docker-recover.service"
+
 CARGO_PACKAGE = "docker-module"
 
 do_install() {
@@ -20,6 +28,10 @@ do_install() {
     # Inventory: managed stacks, versions, containers, image digests and states.
     install -d ${D}${datadir}/mender/inventory
     install -m 0755 ${CARGO_BUILD_DIR}/mender-inventory-docker ${D}${datadir}/mender/inventory/mender-inventory-docker
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
+        install -d ${D}${systemd_system_unitdir}
+        install -m 0644 ${WORKDIR}/mender-docker-recover.service ${D}${systemd_system_unitdir}/mender-docker-recover.service
+    fi
 }
 
 FILES:${PN} += "${datadir}/mender/modules/v3/docker ${datadir}/mender/inventory/mender-inventory-docker"

@@ -11,11 +11,23 @@ require ${BPN}-licenses.inc
 require recipes-mender/mender-composable/mender-composable-rust.inc
 require ${BPN}-crates.inc
 
+SRC_URI += "file://persistent-app-recover.service"
+
+inherit systemd
+
+# At boot, before the client: puts back what a power cut inside
+# ArtifactInstall left half done (the module's README, "Power cuts").
+SYSTEMD_SERVICE:${PN} = "persistent-app-recover.service"
+
 CARGO_PACKAGE = "persistent-app"
 
 do_install() {
     install -d ${D}${datadir}/mender/modules/v3
     install -m 0755 ${CARGO_BUILD_DIR}/persistent-app ${D}${datadir}/mender/modules/v3/persistent-app
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
+        install -d ${D}${systemd_system_unitdir}
+        install -m 0644 ${WORKDIR}/persistent-app-recover.service ${D}${systemd_system_unitdir}/persistent-app-recover.service
+    fi
 }
 
 FILES:${PN} += "${datadir}/mender/modules/v3/persistent-app"

@@ -7,6 +7,10 @@ containers running under the same names, nothing of the failed release left, the
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +110,80 @@ def test_sigkill_at_every_point_of_an_install_returns_to_the_previous_set(crash_
             problems.append(f"{fault}: the fault did not fire or the client did not fail (exit {result.returncode})")
         _assert_previous_set(device, before, [v2], fault, problems)
 
+    assert not problems, "\n".join(problems)
+
+
+# Inside the switch, before the Go client 3.4 standalone records the install: the old containers
+# stopped, the new ones created, started, on their way through the health gate.
+LOST_FAULTS = [
+    "ArtifactInstall:journal-install",
+    "ArtifactInstall:after-stop:2",
+    "ArtifactInstall:after-rename:3",
+    "ArtifactInstall:after-start:2",
+]
+
+
+def _power_cut(device: DockerDevice, artifact: Path, fault: str, trace: Path) -> None:
+    """`mender install` stopped at `fault` (SIGSTOP), then the client and the module killed at once:
+    what a power cut leaves, with no recovery state run by the client, which has recorded nothing."""
+    trace.unlink(missing_ok=True)
+    env = {**os.environ, **device.env, "DOCKER_MODULE_FAULT": fault, "DOCKER_MODULE_FAULT_ACTION": "stop",
+           "DOCKER_MODULE_FAULT_TRACE": str(trace)}
+    client = subprocess.Popen(["bash", str(bench.DEVICE_SANDBOX), str(device.sandbox.dir), "--", "mender",
+                               "--no-syslog", "install", str(artifact)],
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    state = fault.split(":")[0]
+    deadline = time.monotonic() + 120
+    stopped = None
+    while stopped is None:
+        assert client.poll() is None, f"{fault}: the install ended (exit {client.returncode}) before the fault"
+        assert time.monotonic() < deadline, f"{fault}: the module never stopped there"
+        lines = trace.read_text().splitlines() if trace.exists() else []
+        for pid in {int(line.split(":")[2]) for line in lines if line.startswith(state + ":")}:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                    stopped = pid
+            except (FileNotFoundError, IndexError):
+                pass
+        time.sleep(0.1)
+    os.kill(stopped, signal.SIGKILL)
+    os.killpg(client.pid, signal.SIGKILL)
+    client.wait()
+
+
+def test_a_switch_cut_short_with_no_client_record_is_restored_at_boot_or_by_the_next_download(
+        crash_device, tmp_path):
+    """The module's `recover` (mender-docker-recover.service at boot) puts the previous set back;
+    without it, the next deployment's Download does; either way that deployment then goes in."""
+    device = crash_device
+    _baseline(device)
+    current = "web-1"
+    problems: list[str] = []
+    for i, (fault, at_boot) in enumerate((f, b) for f in LOST_FAULTS for b in (True, False)):
+        image = device.image("stacks/app", f"n{i}")
+        name = f"web-n{i}"
+        new = device.artifact(name, stack_meta("web", [container(c, image) for c in ("web", "worker", "api")]))
+        before = device.snapshot()
+        _power_cut(device, new, fault, tmp_path / "trace")
+        what = f"{fault} {'recover' if at_boot else 'next Download'}"
+        assert device.sandbox.artifact_name() == current, f"{what}: the client recorded the cut install"
+        assert device.journal("web")["update"]["phase"] == "install", what
+        if at_boot:
+            result = device.sandbox.run(["/usr/share/mender/modules/v3/docker", "recover"], env=device.env,
+                                        check=False)
+            assert result.returncode == 0, result.stderr
+            assert "restoring the previous set" in result.stderr, result.stderr
+            _assert_previous_set(device, before, [image], what, problems, client_consistent=False)
+            again = device.sandbox.run(["/usr/share/mender/modules/v3/docker", "recover"], env=device.env,
+                                       check=False)
+            assert again.returncode == 0 and again.stderr == "", again.stderr
+        # The next deployment of the same artifact is accepted and committed.
+        device.deploy(new)
+        after = device.snapshot()
+        if not {"web", "worker", "api"} <= after.running():
+            problems.append(f"{what}: the next deployment runs {sorted(after.running())}")
+        current = name
     assert not problems, "\n".join(problems)
 
 

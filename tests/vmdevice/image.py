@@ -78,7 +78,13 @@ ALIGN = 1 * MiB
 # The layer's files, installed where the recipes put them (relative to the repo / binaries dir).
 LAYER_FILES = {  # repo path -> image path
     "recipes-containers/docker/files/daemon.json": "/etc/docker/daemon.json",
+    "recipes-containers/docker-update-module/files/mender-docker-recover.service":
+        "/lib/systemd/system/mender-docker-recover.service",
+    "recipes-mender/persistent-app/files/persistent-app-recover.service":
+        "/lib/systemd/system/persistent-app-recover.service",
 }
+# Enabled as the recipes' SYSTEMD_SERVICE are (systemd.bbclass: `systemctl enable` at image build).
+UNITS = ("mender-docker-recover.service", "persistent-app-recover.service")
 BINARIES = {  # cargo binary -> image path (docker-update-module_0.1.0.bb, persistent-app-update-module_0.1.0.bb)
     "mender-docker-module": "/usr/share/mender/modules/v3/docker",
     "mender-inventory-docker": "/usr/share/mender/inventory/mender-inventory-docker",
@@ -550,6 +556,13 @@ def _install_layer(rootfs: Path, repo_root: Path, binaries_dir: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(binaries_dir / name, target)
         target.chmod(0o755)
+    wants = rootfs / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in UNITS:
+        link = wants / unit
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(f"/lib/systemd/system/{unit}")
 
 
 def _seed_data(work: Path, artifact_name: str, provides: Mapping[str, str], log: Log) -> Path:
@@ -773,7 +786,8 @@ sha256sum /usr/share/mender/modules/v3/docker /usr/share/mender/modules/v3/persi
 dpkg-divert --list | sed 's/^/divert: /'
 echo "hostname=$(hostname)"
 if command -v fw_printenv >/dev/null; then fw_printenv 2>&1 | sed 's/^/bootenv: /'; fi
-for u in mender-client docker containerd ssh systemd-networkd systemd-networkd-wait-online; do
+for u in mender-client docker containerd ssh systemd-networkd systemd-networkd-wait-online \
+    mender-docker-recover persistent-app-recover; do
     echo "enabled: $u $(systemctl is-enabled $u.service 2>&1)"
 done
 echo "boot: $(systemd-analyze time 2>&1 | head -1)"

@@ -271,6 +271,23 @@ impl Journal {
         &self.path
     }
 
+    /// The stacks with a state file in `state_dir` (none if it does not exist).
+    pub fn stacks(state_dir: &Path) -> Result<Vec<String>, JournalError> {
+        let dir = match Dir::open(state_dir) {
+            Ok(d) => d,
+            Err(e) if e.source.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut stacks: Vec<String> = dir
+            .list()?
+            .iter()
+            .filter_map(|n| n.to_str()?.strip_suffix(".json").map(str::to_owned))
+            .filter(|s| docker_spec::stack::check_stack_name(s).is_ok())
+            .collect();
+        stacks.sort();
+        Ok(stacks)
+    }
+
     /// The update in progress for `artifact`, if that is what is in progress.
     pub fn update_for(&self, artifact: &str) -> Option<&Update> {
         self.state

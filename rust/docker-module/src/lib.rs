@@ -28,7 +28,7 @@ pub mod policy;
 pub mod states;
 pub mod switch;
 
-pub use states::DockerModule;
+pub use states::{recover_at_boot, DockerModule};
 
 /// Progress for the deployment log, `docker: …` on stderr (stdout belongs
 /// to the protocol), each line in one write so the C++ client logs it whole

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::config::{Config, DownloadMode};
 use crate::engine::docker::DockerEngine;
 use crate::executor::{self, DeployError, Deployer};
-use crate::journal::Journal;
+use crate::journal::{Journal, Phase};
 use crate::log;
 use module_kit::lock::ModuleLock;
 
@@ -201,5 +201,45 @@ impl UpdateModule for DockerModule {
 
     fn cleanup(&mut self, tree: &FileTree) -> ModuleResult {
         recover(tree, "Cleanup", |d| d.cleanup())
+    }
+}
+
+/// `mender-docker-module recover`, run once at boot before the Mender client
+/// (mender-docker-recover.service): a stack whose switch never returned,
+/// journal phase `install`, gets its previous set back, as the client's
+/// ArtifactRollback, ArtifactFailure and Cleanup would do. A client that
+/// recorded the install runs them itself after the boot and finds nothing
+/// left to do; one that did not (mender 3.x standalone records an install
+/// only once ArtifactInstall returns) would otherwise leave the stack down,
+/// the old containers stopped by the switch, until the next deployment.
+/// Every other phase is left to the client: from `installed` on, it may
+/// still commit.
+pub fn recover_at_boot() -> ModuleResult {
+    let config = Config::load_for_recovery_from_env()?;
+    let mut failed = Vec::new();
+    for stack in Journal::stacks(&config.state_dir)? {
+        let journal = Journal::open(&config.state_dir, &stack)?;
+        let Some(update) = journal.state.update.as_ref() else {
+            continue;
+        };
+        if update.phase != Phase::Install {
+            continue;
+        }
+        let artifact = update.artifact.clone();
+        log!("stack {stack}: the switch to {artifact} was cut short by a restart; restoring the previous set");
+        let result = Session::open(config.clone(), artifact, &stack).and_then(|mut session| {
+            session.run(|d| {
+                d.rollback()?;
+                d.cleanup()
+            })
+        });
+        if let Err(e) = result {
+            failed.push(format!("stack {stack}: {e}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; ").into())
     }
 }

@@ -133,7 +133,18 @@ pub trait UpdateModule {
 pub fn run(module_name: &str, module: impl UpdateModule) -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let stdout = std::io::stdout();
-    match dispatch(module, &args, &mut stdout.lock()) {
+    exit(module_name, dispatch(module, &args, &mut stdout.lock()))
+}
+
+/// Runs `work` outside the client (a module's own subcommand, such as the
+/// boot-time recovery), reporting a failure as [`run`] does: one line on
+/// stderr and exit status 1.
+pub fn run_standalone(module_name: &str, work: impl FnOnce() -> ModuleResult) -> ExitCode {
+    exit(module_name, work())
+}
+
+fn exit(module_name: &str, result: ModuleResult) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the client copies stderr into the deployment log and

@@ -21,4 +21,4 @@ mod states;
 
 pub use error::{Error, Result};
 pub use persistent_app_format::spec;
-pub use states::PersistentApp;
+pub use states::{recover_at_boot, PersistentApp};

@@ -304,3 +304,49 @@ impl Session {
         }
     }
 }
+
+/// `persistent-app recover`, run once at boot before the Mender client
+/// (persistent-app-recover.service): an app whose swap never returned
+/// (journal `swapping`) or whose rollback was cut short (`rolling-back`)
+/// gets its old tree and unit back, as the client's ArtifactRollback and
+/// Cleanup would do. A client that recorded the install runs them itself
+/// after the boot and finds nothing left to do; one that did not (mender 3.x
+/// standalone records an install only once ArtifactInstall returns) would
+/// otherwise leave the journal for the next Download, and the unit, started
+/// by the boot, on whichever tree the cut left in place. Every other phase
+/// is left to the client: from `swapped` on, it may still commit.
+pub fn recover_at_boot() -> Result<()> {
+    let session = Session::open()?;
+    let mut failed = Vec::new();
+    for (_, journal) in session.journals.scan()? {
+        if !matches!(journal.phase, Phase::Swapping | Phase::RollingBack) {
+            continue;
+        }
+        crate::progress!(
+            "{}: the {} of {} was cut short by a restart; rolling it back",
+            journal.app,
+            if journal.phase == Phase::Swapping {
+                "install"
+            } else {
+                "rollback"
+            },
+            journal.artifact
+        );
+        let artifact = journal.artifact.clone();
+        let app = journal.app.clone();
+        let result = Target::from_journal(&session, &journal).and_then(|target| {
+            let mut journal = Some(journal);
+            session.execute(Action::Rollback, &target, &mut journal, &artifact)?;
+            session.execute(Action::Cleanup, &target, &mut journal, &artifact)
+        });
+        match result {
+            Ok(()) => crate::progress!("{app}: rolled back to the previous version"),
+            Err(e) => failed.push(format!("app {app}: {e}")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Refused(failed.join("; ")))
+    }
+}

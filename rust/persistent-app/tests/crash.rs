@@ -121,6 +121,86 @@ fn install_killed_anywhere(download: Option<&str>) {
     }
 }
 
+/// The app's tree without its top directory (whose mtime is the install's).
+fn app_files(s: &Sandbox) -> Manifest {
+    manifest(&s.dest()).below_top()
+}
+
+fn ran(d: &Driver, state: &str) -> bool {
+    d.sequence().iter().any(|c| c == state)
+}
+
+/// `persistent-app recover`, as persistent-app-recover.service runs it at boot.
+fn boot_recovery(s: &Sandbox) {
+    let out = std::process::Command::new(MODULE)
+        .arg("recover")
+        .env("PERSISTENT_APP_CONF", s.dir.join("persistent-app.conf"))
+        .env("PERSISTENT_APP_LOCK", s.dir.join("lock"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "recover: {out:?}");
+}
+
+#[test]
+fn an_install_the_client_lost_is_put_back_at_boot_or_by_the_next_download() {
+    // mender 3.x standalone records an install only once ArtifactInstall
+    // returns: killed before that, no recovery state ever runs. The boot's
+    // `recover` (or, without it, the next Download) puts the old tree back
+    // unless the install had returned; then the next deployment installs.
+    let flavor = Flavor::Go3;
+    let new = {
+        let Setup { s, v2, .. } = setup("crash-lost-reference", flavor);
+        let mut d = s.driver(flavor);
+        d.install(&v2).unwrap();
+        d.commit().unwrap();
+        app_files(&s)
+    };
+    let mut swapping = 0;
+    for (state, point) in ["Download", "ArtifactInstall"]
+        .iter()
+        .flat_map(|s| POINTS.iter().map(move |p| (s, p)))
+    {
+        'hits: for n in 1..=MAX_HITS {
+            for at_boot in [true, false] {
+                let Setup { s, v2, old } =
+                    setup(&format!("crash-lost-{state}-{point}-{n}-{at_boot}"), flavor);
+                // The power goes: no state runs after the killed one.
+                let mut d = s.driver(flavor);
+                d.env("PERSISTENT_APP_FAULT", format!("{state}:{point}:{n}"));
+                d.prepare_tree(&v2).unwrap();
+                if d.download(&v2.payloads, false).is_ok() && !killed(&d) {
+                    d.call("ArtifactInstall");
+                }
+                if !killed(&d) {
+                    break 'hits;
+                }
+                let why = format!("{state}:{point}#{n} at_boot={at_boot}: {:?}", d.sequence());
+                let phase = s.journal_phase("demo-app");
+                if at_boot {
+                    boot_recovery(&s);
+                    if phase.as_deref() == Some("swapping") {
+                        swapping += 1;
+                        assert_eq!(manifest(&s.root()).below_top(), old, "{why}");
+                        assert!(s.unfinished_journals().is_empty(), "{why}");
+                    }
+                }
+                let mut next = s.driver(flavor);
+                next.install(&v2).unwrap();
+                let line = next.calls().last().map(|c| c.stderr.clone());
+                if phase.as_deref() == Some("swapped") {
+                    // The install returned: the client holds it for a commit.
+                    assert!(!ran(&next, "ArtifactInstall"), "{why}");
+                    continue;
+                }
+                assert!(ran(&next, "ArtifactInstall"), "{why}: {line:?}");
+                next.commit().unwrap();
+                assert_eq!(app_files(&s), new, "{why}");
+            }
+        }
+    }
+    assert!(swapping >= 2, "{swapping} cuts inside the swap");
+}
+
 #[test]
 fn a_rollback_killed_anywhere_and_run_again_restores_the_old_tree() {
     // The rollback's work is spread over the states the client runs for

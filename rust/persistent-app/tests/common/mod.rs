@@ -106,6 +106,13 @@ impl Sandbox {
     }
 
     /// Every file in the state directory.
+    /// The phase in the journal of `app`, if it has one.
+    pub fn journal_phase(&self, app: &str) -> Option<String> {
+        let text = fs::read_to_string(self.state().join(format!("{app}.json"))).ok()?;
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        j["phase"].as_str().map(str::to_owned)
+    }
+
     pub fn journals(&self) -> Vec<String> {
         // Hidden names are the journals' spares (module_kit::state_file).
         let mut v: Vec<String> = fs::read_dir(self.state())
