@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Mapping, Sequence
 import pytest
 
 import bench
+from bench.rust import fault_build
 from bench.system import run
 
 RUST_DIR = Path(__file__).resolve().parents[2] / "rust"
@@ -34,23 +34,9 @@ OLD_GENERATOR = Path("/usr/share/doc/mender-client/examples/docker-artifact-gen"
 STACK_LABEL = "io.mender.composable.stack"
 RELEASE_LABEL = "io.mender.composable.release"
 
-_fault_binary: Path | None = None
-
-
 def fault_binary() -> Path:
-    """The module built with the fault-injection feature (dev profile: it compiles much faster than
-    the release profile's LTO and shares its dependencies with `cargo test`), copied out to
-    target/fault-injection/ so nothing mistakes it for a normal build. The shipped binary comes from
-    the release profile, which never has the feature."""
-    global _fault_binary
-    if _fault_binary is None:
-        run(["cargo", "build", "--locked", "--quiet", "-p", MODULE_PACKAGE, "--bin", MODULE_BINARY,
-             "--features", "fault-injection"], cwd=RUST_DIR, timeout=1800)
-        out = TARGET_DIR / "fault-injection"
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(TARGET_DIR / "debug" / MODULE_BINARY, out / MODULE_BINARY)
-        _fault_binary = out / MODULE_BINARY
-    return _fault_binary
+    """The module built with the fault-injection feature (bench.rust.fault_build)."""
+    return fault_build(MODULE_PACKAGE, MODULE_BINARY)
 
 
 @dataclass

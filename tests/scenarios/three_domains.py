@@ -126,38 +126,42 @@ class LocalArtifacts(ArtifactSource):
             name=_bb_var(recipe, "PERSISTENT_APP_NAME"), version=version, payload=recipe.parent / "files" / "app",
             extra=_bb_var(recipe, "PERSISTENT_APP_EXTRA_ARGS").split())
 
-    def docker_stack(self, version: str) -> str:
+    def docker_stack(self, version: str, variant: str = "") -> str:
+        """`variant` (tests only): the release's image gets a file naming it, so it is an image the
+        device has never seen, which its Download must load."""
         recipe = next(RECIPES_CONTAINERS.glob(f"demo-stack/demo-stack-v*_{version}.bb"), None)
         if recipe is None:
             raise MissingRequirement(f"no demo-stack recipe of version {version} in {RECIPES_CONTAINERS}/demo-stack")
         inc = recipe.parent / "demo-stack.inc"
         stack = _bb_var(inc, "DOCKER_ARTIFACT_STACK")
-        out = Path(self.workdir) / f"{stack}-{version}.mender"
+        out = Path(self.workdir) / f"{stack}-{version}{'.' + variant if variant else ''}.mender"
         if str(out) not in self._made:
-            self._made[str(out)] = str(self._write_stack(out, recipe, inc, stack, version))
+            self._made[str(out)] = str(self._write_stack(out, recipe, inc, stack, version, variant))
         return self._made[str(out)]
 
-    def _demo_container_archive(self) -> Path:
+    def _demo_container_archive(self, variant: str = "") -> Path:
         """What recipes-containers/composable-demo-container builds, as a busybox image made in the
         private engine: the same heartbeat script as its entrypoint, saved with `docker save` and
         removed from the engine again (so the module has to load it). One image for every release
         of the stack, as the build makes one."""
-        archive = Path(self.workdir) / "composable-demo-container.tar"
+        archive = Path(self.workdir) / f"composable-demo-container{'.' + variant if variant else ''}.tar"
         if not archive.exists():
             heartbeat = RECIPES_CONTAINERS / "composable-demo-container" / "files" / "composable-demo-heartbeat"
             ref = "composable-demo-container:latest"
-            bench.make_busybox_image(self.dockerd, ref, cmd=["/bin/composable-demo-heartbeat"],
-                                     extra_files={"/bin/composable-demo-heartbeat": heartbeat.read_text()})
+            extra = {"/bin/composable-demo-heartbeat": heartbeat.read_text()}
+            if variant:
+                extra["/etc/variant"] = variant + "\n"
+            bench.make_busybox_image(self.dockerd, ref, cmd=["/bin/composable-demo-heartbeat"], extra_files=extra)
             self.dockerd.docker("save", "-o", str(archive), ref)
             self.dockerd.docker("image", "rm", ref)
         return archive
 
-    def _write_stack(self, out: Path, recipe: Path, inc: Path, stack: str, version: str) -> Path:
+    def _write_stack(self, out: Path, recipe: Path, inc: Path, stack: str, version: str, variant: str = "") -> Path:
         """What recipes-containers/demo-stack builds: docker-artifact-gen --inline with the recipe's
         run args and depends (classes/docker-artifact.bbclass's command line)."""
-        work = Path(self.workdir) / f"stack-{version}"
+        work = Path(self.workdir) / f"stack-{version}{'.' + variant if variant else ''}"
         work.mkdir(parents=True, exist_ok=True)
-        archive = self._demo_container_archive()
+        archive = self._demo_container_archive(variant)
         argv = [str(self.docker_generator), "-n", f"{stack}-{version}", "-t", self.device_type, "-o", str(out),
                 "--inline", "--software-name", stack, "--software-version", version]
         run_args = _bb_var(recipe, "DOCKER_ARTIFACT_RUN_ARGS").replace(

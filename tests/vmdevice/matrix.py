@@ -5,12 +5,12 @@ runs every cut and prints the table."""
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.rust import fault_build
 from bench.system import run
 from mender_composable import scenarios as sc
 from scenarios import persistent_app as app_trees
@@ -19,20 +19,6 @@ from vmdevice import powercut
 ROOT = Path(__file__).resolve().parents[2]
 RUST_DIR = ROOT / "rust"
 TARGET = ROOT / "target"
-
-
-def fault_build(package: str, binary: str) -> Path:
-    """`binary` built with the fault-injection feature (dev profile, as the kill-point tests build
-    it), copied to target/fault-injection/ so that nothing takes it for a shipped build."""
-    run(["cargo", "build", "--locked", "--quiet", "-p", package, "--bin", binary, "--features", "fault-injection"],
-        cwd=RUST_DIR, timeout=1800)
-    out = TARGET / "fault-injection"
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(TARGET / "debug" / binary, out / binary)
-    # Without debug info: the dev profile's is ten times the code, and the device's rootfs is sized
-    # for the release binaries.
-    run(["strip", "--strip-debug", str(out / binary)], timeout=120)
-    return out / binary
 
 
 def app_domain(h: powercut.Harness) -> powercut.ModuleDomain:
@@ -67,9 +53,13 @@ def docker_domain(h: powercut.Harness) -> powercut.ModuleDomain:
         stack, key, _, names, _ = sc._stack_expectations(art)
         release = sc.mender_artifact.read(art).name
         expect[version] = {n: ("running", release) for n in names}
+    # The demo stack's releases share one image, which the device has once 1.0 runs: a cut in the
+    # inline load needs a 2.0 whose image it has never loaded.
+    first_seen = {"inline load": h.s.artifacts.docker_stack("2.0", variant="first-seen")}
     return powercut.ModuleDomain(h, name="docker", var="DOCKER_MODULE_FAULT",
                                  points=powercut.DOCKER_POINTS, old=arts["1.0"], new=arts["2.0"], key=key,
-                                 observe=lambda: sc._stack_containers(h.s, stack), expect=expect)
+                                 observe=lambda: sc._stack_containers(h.s, stack), expect=expect,
+                                 first_seen=first_seen)
 
 
 def rootfs_domain(h: powercut.Harness) -> powercut.RootfsDomain:

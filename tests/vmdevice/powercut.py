@@ -156,9 +156,13 @@ class ModuleDomain:
     """A module domain: two artifacts (old, new) and how to read the release on the device."""
 
     def __init__(self, h: Harness, *, name: str, var: str, points: Dict[str, Tuple[str, Sequence[str]]],
-                 old: str, new: str, key: str, observe: Callable[[], object], expect: Dict[str, object]):
+                 old: str, new: str, key: str, observe: Callable[[], object], expect: Dict[str, object],
+                 first_seen: Optional[Dict[str, str]] = None):
         self.h, self.name, self.var, self.points = h, name, var, points
         self.old, self.new, self.key = old, new, key
+        # label -> an artifact of the new release whose content the device has never had, for the
+        # cuts whose point is only passed when something is fetched (an inline load).
+        self.first_seen = first_seen or {}
         self.observe, self.expect = observe, expect  # expect: {version: what observe() returns}
 
     def _path(self, art: str) -> str:
@@ -211,7 +215,7 @@ class ModuleDomain:
                 return cut
             command = f"{mender} {'commit' if state == 'ArtifactCommit' else 'rollback'}"
         else:
-            command = f"{mender} install {self._path(self.new)}"
+            command = f"{mender} install {self._path(self.first_seen.get(label, self.new))}"
         h.say(f"# power cut: {self.name} at {label} ({spec})")
         h.background(command, {self.var: spec, f"{self.var}_ACTION": "stop", f"{self.var}_TRACE": GUEST_TRACE})
         h.wait_stopped(spec)
@@ -234,7 +238,9 @@ class ModuleDomain:
         cuts = []
         for label in labels or list(self.points):
             state, preferred = self.points[label]
-            spec = first_point(reached, state, preferred)
+            # A clean run of the new release from the old one fetches nothing the old one had, so
+            # the fetch points of a first-seen artifact are named, not traced.
+            spec = f"{state}:{preferred[0]}" if label in self.first_seen else first_point(reached, state, preferred)
             if spec is None:
                 cuts.append(Cut(self.name, label, detail=f"no fault point reached in {state}"))
                 continue

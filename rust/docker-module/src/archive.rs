@@ -50,7 +50,7 @@ use std::io::{self, Read};
 
 use serde_json::Value;
 
-const BLOCK: usize = 512;
+const BLOCK: usize = tar_bounds::BLOCK;
 /// A `docker save` manifest lists configs and layer paths; even hundreds of
 /// images stay far below this. The same bound holds for `index.json`.
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -226,25 +226,11 @@ fn numeric(field: &[u8], what: &str) -> io::Result<u64> {
 }
 
 fn checksum_ok(h: &[u8; BLOCK]) -> io::Result<bool> {
-    let stored = numeric(&h[148..156], "checksum")?;
-    let sum: u64 = h
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(*b)
-            }
-        })
-        .sum();
-    Ok(stored == sum)
+    Ok(numeric(&h[148..156], "checksum")? == tar_bounds::checksum(h))
 }
 
 fn set_checksum(h: &mut [u8; BLOCK]) {
-    h[148..156].fill(b' ');
-    let sum: u64 = h.iter().map(|b| u64::from(*b)).sum();
-    let text = format!("{sum:06o}\0 ");
+    let text = format!("{:06o}\0 ", tar_bounds::checksum(h));
     h[148..156].copy_from_slice(text.as_bytes());
 }
 
