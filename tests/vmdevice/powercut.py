@@ -103,6 +103,11 @@ class Harness:
         self.vm.power_cut()
         self.vm.wait_ready_after(before, timeout=1200)
         self.s.sh("systemctl is-system-running --wait", timeout=300)
+        # What the modules' boot-time recovery units did before the client could run.
+        recovered = self.s.sh("journalctl -b -o cat -u persistent-app-recover -u mender-docker-recover"
+                              " | grep -v -e '^Starting' -e '^Finished' -e 'Deactivated successfully'")[1]
+        for line in recovered.splitlines():
+            self.say(f"    boot: {line}")
         # Artifacts copied before the cut may not have reached the disk: copy them again.
         self.s._pushed.clear()
 

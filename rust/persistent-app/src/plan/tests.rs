@@ -589,16 +589,17 @@ fn scenarios() -> Vec<(bool, bool, bool)> {
     v
 }
 
+/// How many steps a clean install takes from a completed Download.
+fn install_len(fresh: bool, service: bool, atomic: bool) -> usize {
+    let f = World::after_download(fresh, service, atomic).facts();
+    plan(Action::Install, &f).unwrap().len()
+}
+
 #[test]
 fn an_install_cut_anywhere_recovers_to_exactly_the_old_tree() {
     for (fresh, service, atomic) in scenarios() {
         let old = (!fresh).then_some(Content::Old);
-        let len = plan(
-            Action::Install,
-            &World::after_download(fresh, service, atomic).facts(),
-        )
-        .unwrap()
-        .len();
+        let len = install_len(fresh, service, atomic);
         for cut in cuts(len) {
             for with_failure in [false, true] {
                 let mut w = World::after_download(fresh, service, atomic);
@@ -620,12 +621,7 @@ fn an_install_the_client_lost_is_rolled_back_by_the_next_download() {
     // client knows nothing, and the next Download is the first state run.
     for (fresh, service, atomic) in scenarios() {
         let old = (!fresh).then_some(Content::Old);
-        let len = plan(
-            Action::Install,
-            &World::after_download(fresh, service, atomic).facts(),
-        )
-        .unwrap()
-        .len();
+        let len = install_len(fresh, service, atomic);
         for cut in cuts(len) {
             for same_artifact in [false, true] {
                 let mut w = World::after_download(fresh, service, atomic);
