@@ -228,6 +228,11 @@ pub fn recover_at_boot() -> ModuleResult {
         let artifact = update.artifact.clone();
         log!("stack {stack}: the switch to {artifact} was cut short by a restart; restoring the previous set");
         let result = Session::open(config.clone(), artifact, &stack).and_then(|mut session| {
+            // Read again under the lock: only a switch still unfinished is ours to undo.
+            let unfinished = session.journal.state.update.as_ref();
+            if unfinished.map_or(true, |u| u.phase != Phase::Install) {
+                return Ok(());
+            }
             session.run(|d| {
                 d.rollback()?;
                 d.cleanup()
