@@ -159,15 +159,16 @@ class DockerDevice:
                                    *args, image, "sleep", "3600").stdout.strip()
 
 
-def stack_meta(stack: str, containers: Sequence[Mapping], **options) -> dict:
+def stack_meta(stack: str, containers: Sequence[Mapping], *, graph: bool = False, **options) -> dict:
     """A docker-stack document from containers written as {"name": …, …} in start order (the format
-    keys them by name and lists the order separately: artifact meta-data cannot hold lists of objects)."""
+    keys them by name and lists the order separately: artifact meta-data cannot hold lists of objects).
+    With `graph`, no start order: the containers start along their depends_on."""
     by_name = {}
     for c in containers:
         fields = dict(c)
         by_name[fields.pop("name")] = fields
     doc = {"format": 1, "stack": stack, **options, "containers": by_name}
-    if len(by_name) > 1:
+    if len(by_name) > 1 and not graph:
         doc.setdefault("start_order", list(by_name))
     return {"docker-stack": doc}
 

@@ -4,7 +4,8 @@ Each scenario runs once on a clean device with DOCKER_MODULE_FAULT_TRACE, which 
 state process passes (`State:point:pid`). Then, for every (state, point) pair, the scenario runs again
 with DOCKER_MODULE_FAULT=<State>:<point>:<n> for the first and the last time one process passes it.
 Scenarios: install+commit, install+rollback, an install that fails its health gate, an inline-archive
-install+commit and an inline archive that Download refuses after loading it. The real Go client
+install+commit, an inline archive that Download refuses after loading it, and a stack started along
+its depends_on (install+rollback). The real Go client
 drives the module, so what follows a kill is the client's own error path (Cleanup after a Download;
 ArtifactRollback, ArtifactFailure and Cleanup, as far as they apply, after the others), each state in
 a fresh process. A killed Cleanup is run again in a fresh process, as a client restarted after a
@@ -240,6 +241,22 @@ def inline_release(device: DockerDevice, new: str = "edge-2") -> Path:
     return Path(made[new])
 
 
+def graph_release(device: DockerDevice) -> Path:
+    """shop-1 as a graph (no start order): db and worker together, then api once db is healthy;
+    shop-2 changes all three. Its starts, stops, waits and their restore are the graph's own code."""
+    images = SCENARIOS[0].images
+    registry_images(device, images)
+    health = {"healthcheck": {"test": ["CMD", "true"], "interval_seconds": 1}}
+
+    def release(name: str, image: str) -> Path:
+        return device.artifact(name, stack_meta("shop", [
+            container("db", image, **health), container("worker", image),
+            container("api", image, depends_on={"db": "service_healthy"})], graph=True))
+
+    device.deploy(release("shop-1", images["v1"]))
+    return release("shop-2", images["v2"])
+
+
 SCENARIOS = [
     Scenario("install, commit", "web", web_release, "commit"),
     Scenario("install, rollback", "web", web_release, "rollback", focus=("ArtifactRollback",)),
@@ -247,6 +264,9 @@ SCENARIOS = [
     Scenario("inline archive install, commit", "edge", inline_release, "commit"),
     # The archive also holds an image the meta-data does not list: Download refuses it after the load.
     Scenario("inline archive refused after its load", "edge", lambda d: inline_release(d, "edge-3"), ""),
+    # Started along depends_on: every install and rollback pair again, through the graph's code.
+    Scenario("graph install, rollback", "shop", graph_release, "rollback",
+             focus=("ArtifactInstall", "ArtifactRollback")),
 ]
 
 

@@ -313,7 +313,12 @@ impl Deployer<'_> {
                     }
                     let request = crate::engine::CreateRequest {
                         name: name.clone(),
-                        labels: labels::for_container(spec, *index, &purge, identity),
+                        labels: labels::for_container(
+                            spec,
+                            release.level_of(*index),
+                            &purge,
+                            identity,
+                        ),
                         spec: engine_spec,
                     };
                     let id = self.engine.create(&request)?;
@@ -324,6 +329,77 @@ impl Deployer<'_> {
                     self.engine.start(target)?;
                     log!("started {}", name_of(&names, target));
                     fault::point("after-start");
+                }
+                Op::StartAll { targets } => {
+                    let results = self.engine.start_all(targets);
+                    let mut first_error = None;
+                    for (target, result) in targets.iter().zip(results) {
+                        match result {
+                            Ok(()) => {
+                                log!("started {}", name_of(&names, target));
+                                fault::point("after-start");
+                            }
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                    if let Some(e) = first_error {
+                        return Err(e.into());
+                    }
+                }
+                Op::StopAll { targets } => {
+                    let results = self.engine.stop_all(targets, self.config.stop_timeout);
+                    let mut first_error = None;
+                    for (target, result) in targets.iter().zip(results) {
+                        match result {
+                            Ok(()) => {
+                                log!("stopped {}", name_of(&names, target));
+                                fault::point("after-stop");
+                            }
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                    if let Some(e) = first_error {
+                        return Err(e.into());
+                    }
+                }
+                Op::WaitFor { waits } => {
+                    // Restoring, the old set must come back whatever its
+                    // dependencies do: a wait that fails is reported and the
+                    // rest started anyway, as it ran before.
+                    let restoring = creating.is_none();
+                    let gate_timeout = if restoring {
+                        self.config.health_timeout
+                    } else {
+                        gate_timeout
+                    };
+                    log!(
+                        "waiting up to {}s for {} before starting what depends on {}",
+                        gate_timeout.as_secs(),
+                        waits
+                            .iter()
+                            .map(|(n, c)| format!("{n} ({})", c.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if waits.len() == 1 { "it" } else { "them" }
+                    );
+                    match health::wait_for_dependencies(
+                        self.engine,
+                        waits,
+                        gate_timeout,
+                        self.poll,
+                    ) {
+                        Err(health::GateError::Failed(why)) if restoring => {
+                            log!("{why}; starting the rest of the previous set anyway")
+                        }
+                        Err(health::GateError::TimedOut { waiting, .. }) if restoring => log!(
+                            "still waiting for {waiting}; starting the rest of the previous set anyway"
+                        ),
+                        other => other?,
+                    }
                 }
                 Op::Stop { target } => {
                     self.engine.stop(target, self.config.stop_timeout)?;

@@ -48,6 +48,7 @@ fn release(specs: Vec<ContainerSpec>) -> Release {
         health_timeout: Some(Duration::from_secs(2)),
         registry: None,
         replaces: vec![],
+        start: docker_spec::StartOrder::Sequence,
         containers: specs,
         inline: vec![],
     }

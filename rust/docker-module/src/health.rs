@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use mender_module_protocol::signal;
 
+use docker_spec::Condition;
+
 use crate::engine::{Container, Engine, EngineError, Health};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,86 @@ pub fn wait(
             Verdict::Pass => return Ok(()),
             Verdict::Fail(why) => return Err(GateError::Failed(why)),
             Verdict::Wait(waiting) if elapsed >= timeout => {
+                return Err(GateError::TimedOut { waiting, timeout })
+            }
+            Verdict::Wait(_) => std::thread::sleep(poll),
+        }
+    }
+}
+
+/// Judges what the containers others depend on have reached; `None`: gone.
+pub fn assess_dependencies(observed: &[(String, Condition, Option<Container>)]) -> Verdict {
+    let mut waiting = Vec::new();
+    for (name, condition, c) in observed {
+        let Some(c) = c else {
+            return Verdict::Fail(format!("container {name} disappeared"));
+        };
+        match condition {
+            Condition::Started => {}
+            Condition::Healthy => {
+                if c.restart_count > 0 || c.restarting {
+                    return Verdict::Fail(format!(
+                        "container {name} restarted (restart count {}, last exit code {}) before it was healthy",
+                        c.restart_count, c.exit_code
+                    ));
+                }
+                if !c.running {
+                    return Verdict::Fail(format!(
+                        "container {name} exited with code {} before it was healthy",
+                        c.exit_code
+                    ));
+                }
+                match &c.health {
+                    Health::Healthy => {}
+                    Health::Starting => waiting.push(format!("{name} to become healthy")),
+                    Health::Unhealthy(_) => {
+                        return Verdict::Fail(format!("container {name} is unhealthy"))
+                    }
+                    Health::None => {
+                        return Verdict::Fail(format!(
+                            "container {name} has no healthcheck, which service_healthy waits for; give it one or depend on it with service_started"
+                        ))
+                    }
+                }
+            }
+            Condition::CompletedSuccessfully => {
+                if c.running || c.restarting {
+                    waiting.push(format!("{name} to complete"));
+                } else if c.exit_code != 0 {
+                    return Verdict::Fail(format!(
+                        "container {name} exited with code {}; what depends on it with service_completed_successfully needs 0",
+                        c.exit_code
+                    ));
+                }
+            }
+        }
+    }
+    if waiting.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Wait(waiting.join(", "))
+    }
+}
+
+/// Polls the engine until every dependency is where `waits` asks, one of
+/// them fails for good, or the timeout passes.
+pub fn wait_for_dependencies(
+    engine: &mut dyn Engine,
+    waits: &[(String, Condition)],
+    timeout: Duration,
+    poll: Duration,
+) -> Result<(), GateError> {
+    let started = Instant::now();
+    loop {
+        signal::check()?;
+        let mut observed = Vec::with_capacity(waits.len());
+        for (n, condition) in waits {
+            observed.push((n.clone(), *condition, engine.container(n)?));
+        }
+        match assess_dependencies(&observed) {
+            Verdict::Pass => return Ok(()),
+            Verdict::Fail(why) => return Err(GateError::Failed(why)),
+            Verdict::Wait(waiting) if started.elapsed() >= timeout => {
                 return Err(GateError::TimedOut { waiting, timeout })
             }
             Verdict::Wait(_) => std::thread::sleep(poll),
@@ -206,5 +288,66 @@ mod tests {
             v,
             Verdict::Wait("a to become healthy, b to become healthy".into())
         );
+    }
+
+    #[test]
+    fn dependency_verdicts_for_every_condition_and_state() {
+        let exited = |code| {
+            let mut c = running(Health::None);
+            c.running = false;
+            c.exit_code = code;
+            c
+        };
+        let cases: Vec<(Condition, Option<Container>, &str)> = vec![
+            (Condition::Started, Some(exited(1)), "pass"),
+            (Condition::Healthy, Some(running(Health::Healthy)), "pass"),
+            (
+                Condition::Healthy,
+                Some(running(Health::Starting)),
+                "wait: web to become healthy",
+            ),
+            (
+                Condition::Healthy,
+                Some(running(Health::Unhealthy("x".into()))),
+                "fail: container web is unhealthy",
+            ),
+            (
+                Condition::Healthy,
+                Some(running(Health::None)),
+                "fail: container web has no healthcheck, which service_healthy waits for",
+            ),
+            (
+                Condition::Healthy,
+                Some(exited(2)),
+                "fail: container web exited with code 2 before it was healthy",
+            ),
+            (
+                Condition::CompletedSuccessfully,
+                Some(running(Health::None)),
+                "wait: web to complete",
+            ),
+            (Condition::CompletedSuccessfully, Some(exited(0)), "pass"),
+            (
+                Condition::CompletedSuccessfully,
+                Some(exited(3)),
+                "fail: container web exited with code 3; what depends on it",
+            ),
+            (
+                Condition::CompletedSuccessfully,
+                None,
+                "fail: container web disappeared",
+            ),
+        ];
+        for (condition, c, want) in cases {
+            let got = match assess_dependencies(&[("web".into(), condition, c)]) {
+                Verdict::Pass => "pass".to_owned(),
+                Verdict::Wait(w) => format!("wait: {w}"),
+                Verdict::Fail(f) => format!("fail: {f}"),
+            };
+            assert!(
+                got.starts_with(want),
+                "{condition:?}: got {got:?}, want {want:?}"
+            );
+        }
     }
 }

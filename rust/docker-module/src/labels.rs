@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use docker_spec::{ContainerSpec, RESERVED_LABEL_PREFIX};
+use docker_spec::{Condition, ContainerSpec, RESERVED_LABEL_PREFIX};
+
+use crate::engine::Container;
 
 /// The stack the container belongs to.
 pub const STACK: &str = "io.mender.composable.stack";
@@ -19,6 +21,9 @@ pub const INSTALL: &str = "io.mender.composable.install";
 pub const SPEC: &str = "io.mender.composable.spec";
 /// Its position in the release's start order.
 pub const ORDER: &str = "io.mender.composable.order";
+/// What it waits for before it starts, `NAME:CONDITION,…` (only when it
+/// depends on something): a rollback starts the old set in the same way.
+pub const DEPENDS_ON: &str = "io.mender.composable.depends-on";
 /// Engine volumes made fresh for it (purge_on_deploy), comma-separated.
 pub const PURGE_VOLUMES: &str = "io.mender.composable.purge-volumes";
 
@@ -50,7 +55,29 @@ pub fn for_container(
     if !purge_volumes.is_empty() {
         labels.insert(PURGE_VOLUMES.to_owned(), purge_volumes.join(","));
     }
+    if !spec.depends_on.is_empty() {
+        let deps: Vec<String> = spec
+            .depends_on
+            .iter()
+            .map(|(name, condition)| format!("{name}:{}", condition.as_str()))
+            .collect();
+        labels.insert(DEPENDS_ON.to_owned(), deps.join(","));
+    }
     labels
+}
+
+/// The dependencies a container was created with; an entry the module
+/// cannot read (a hand-edited label) is left out, so it is started without
+/// that wait rather than not at all.
+pub fn depends_on(c: &Container) -> BTreeMap<String, Condition> {
+    c.label(DEPENDS_ON)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| {
+            let (name, condition) = entry.split_once(':')?;
+            Some((name.to_owned(), Condition::parse(condition).ok()?))
+        })
+        .collect()
 }
 
 /// A stable 64-bit FNV-1a of the spec's JSON form. A change of the module's
@@ -75,6 +102,18 @@ mod tests {
         )
         .unwrap();
         ContainerSpec::new(name, image)
+    }
+
+    #[test]
+    fn a_spec_without_dependencies_keeps_the_fingerprint_it_had_before_they_existed() {
+        // Containers deployed by an older module must still be kept when
+        // unchanged: depends_on is left out of the hashed form when empty.
+        let mut a = spec("web");
+        assert!(!serde_json::to_string(&a).unwrap().contains("depends_on"));
+        let before = fingerprint(&a);
+        a.depends_on
+            .insert("db".into(), docker_spec::Condition::Healthy);
+        assert_ne!(fingerprint(&a), before);
     }
 
     #[test]

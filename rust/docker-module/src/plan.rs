@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use docker_spec::{ContainerSpec, Release, Strategy, VolumeMount};
+use docker_spec::{Condition, ContainerSpec, Release, Strategy, VolumeMount};
 
 use crate::engine::Container;
 use crate::journal::{OldContainer, ReleaseRecord, Update};
@@ -42,8 +42,22 @@ pub enum Op {
     Start {
         target: String,
     },
+    /// Start these together: nothing among them waits for another.
+    StartAll {
+        targets: Vec<String>,
+    },
     Stop {
         target: String,
+    },
+    /// Stop these together: nothing still running waits for them.
+    StopAll {
+        targets: Vec<String>,
+    },
+    /// Before the next containers start: wait until each of these (current
+    /// names) is healthy or has exited 0, as its dependents' `depends_on`
+    /// asks.
+    WaitFor {
+        waits: Vec<(String, Condition)>,
     },
     Rename {
         target: String,
@@ -289,14 +303,38 @@ pub fn install(
         }
     };
 
-    // Stop the old set in reverse start order: replaced ones (last in `old`) first.
-    let stops: Vec<Op> = running_old
-        .iter()
-        .rev()
-        .map(|c| Op::Stop {
-            target: c.id.clone(),
-        })
-        .collect();
+    // Stop the old set in reverse start order: replaced ones (last in `old`)
+    // first, one by one; then the stack's own, a level at a time (containers
+    // of one level, started together, are stopped together).
+    let mut stops: Vec<Op> = Vec::new();
+    let mut group: Vec<&Container> = Vec::new();
+    let flush = |group: &mut Vec<&Container>, stops: &mut Vec<Op>| match group.len() {
+        0 => {}
+        1 => stops.push(Op::Stop {
+            target: group[0].id.clone(),
+        }),
+        _ => stops.push(Op::StopAll {
+            targets: group.iter().map(|c| c.id.clone()).collect(),
+        }),
+    };
+    for c in running_old.iter().rev() {
+        let is_replaced = old.iter().any(|(o, r)| o.id == c.id && *r);
+        let same_level = group
+            .last()
+            .is_some_and(|g| !is_replaced && order_of(g) == order_of(c));
+        if !same_level {
+            flush(&mut group, &mut stops);
+            group.clear();
+        }
+        if is_replaced {
+            stops.push(Op::Stop {
+                target: c.id.clone(),
+            });
+        } else {
+            group.push(c);
+        }
+    }
+    flush(&mut group, &mut stops);
     let create_ops = creates.iter().map(|(i, n)| Op::Create {
         index: *i,
         name: n.clone(),
@@ -317,6 +355,16 @@ pub fn install(
         name: c.name.clone(),
     });
 
+    let one_shots = one_shots(release);
+    let gated = |names: Vec<String>| -> Vec<String> {
+        creates
+            .iter()
+            .zip(names)
+            .filter(|((i, _), _)| !one_shots.contains(&release.containers[*i].name))
+            .map(|(_, n)| n)
+            .collect()
+    };
+
     let mut ops: Vec<Op> = keep_ops.collect();
     ops.extend(create_ops);
     match strategy {
@@ -324,16 +372,22 @@ pub fn install(
             ops.extend(stops);
             ops.extend(rename_old_ops);
             ops.extend(rename_new_ops);
-            ops.extend(final_names.iter().map(|n| Op::Start { target: n.clone() }));
-            if !final_names.is_empty() {
-                ops.push(Op::HealthGate { names: final_names });
+            let started: Vec<(usize, String)> = creates
+                .iter()
+                .zip(&final_names)
+                .map(|((i, _), n)| (*i, n.clone()))
+                .collect();
+            ops.extend(start_ops(release, &started));
+            let names = gated(final_names);
+            if !names.is_empty() {
+                ops.push(Op::HealthGate { names });
             }
         }
         Strategy::StartFirst => {
-            let created: Vec<String> = creates.iter().map(|(_, n)| n.clone()).collect();
-            ops.extend(created.iter().map(|n| Op::Start { target: n.clone() }));
-            if !created.is_empty() {
-                ops.push(Op::HealthGate { names: created });
+            ops.extend(start_ops(release, &creates));
+            let names = gated(creates.iter().map(|(_, n)| n.clone()).collect());
+            if !names.is_empty() {
+                ops.push(Op::HealthGate { names });
             }
             ops.extend(stops);
             ops.extend(rename_old_ops);
@@ -363,6 +417,91 @@ pub fn install(
         purge_volumes,
         ops,
     })
+}
+
+/// Containers another one waits for with `service_completed_successfully`:
+/// jobs that exit, which the health gate must not expect to keep running.
+fn one_shots(release: &Release) -> BTreeSet<String> {
+    release
+        .containers
+        .iter()
+        .flat_map(|c| c.depends_on.iter())
+        .filter(|(_, cond)| **cond == Condition::CompletedSuccessfully)
+        .map(|(d, _)| d.clone())
+        .collect()
+}
+
+/// Starts of `started` ((index in the release, name to start it by)), level
+/// by level ([`level_starts`]).
+fn start_ops(release: &Release, started: &[(usize, String)]) -> Vec<Op> {
+    let items: Vec<StartItem> = started
+        .iter()
+        .map(|(i, name)| StartItem {
+            level: release.level_of(*i),
+            target: name.clone(),
+            wait_as: name.clone(),
+            logical: release.containers[*i].name.clone(),
+            depends_on: release.containers[*i].depends_on.clone(),
+        })
+        .collect();
+    level_starts(&items)
+}
+
+/// One container to start.
+struct StartItem {
+    level: usize,
+    /// What the start names (engine id or name).
+    target: String,
+    /// What a wait for it names (its name by the time it starts).
+    wait_as: String,
+    /// Its name in its release, which dependencies refer to.
+    logical: String,
+    depends_on: BTreeMap<String, Condition>,
+}
+
+/// Starts level by level: a level's containers together, after waiting for
+/// what the level's dependencies ask of the containers started before it.
+/// `service_started` needs nothing more (the earlier start returned), and a
+/// dependency that is not being started (kept, or a job that had exited) is
+/// not waited for.
+fn level_starts(items: &[StartItem]) -> Vec<Op> {
+    let mut levels: Vec<usize> = items.iter().map(|i| i.level).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    let mut ops = Vec::new();
+    let mut waited: BTreeSet<&str> = BTreeSet::new();
+    for level in levels {
+        let here: Vec<&StartItem> = items.iter().filter(|i| i.level == level).collect();
+        let mut waits: Vec<(String, Condition)> = Vec::new();
+        for item in &here {
+            for (dependency, condition) in &item.depends_on {
+                if *condition == Condition::Started {
+                    continue;
+                }
+                let Some(d) = items
+                    .iter()
+                    .find(|d| d.logical == *dependency && d.level < level)
+                else {
+                    continue;
+                };
+                if waited.insert(d.wait_as.as_str()) {
+                    waits.push((d.wait_as.clone(), *condition));
+                }
+            }
+        }
+        if !waits.is_empty() {
+            ops.push(Op::WaitFor { waits });
+        }
+        ops.push(match here.as_slice() {
+            [one] => Op::Start {
+                target: one.target.clone(),
+            },
+            _ => Op::StartAll {
+                targets: here.iter().map(|i| i.target.clone()).collect(),
+            },
+        });
+    }
+    ops
 }
 
 /// Why `new` cannot run beside the running `old`, if it cannot.
@@ -485,17 +624,28 @@ pub fn restore(
             });
         }
         if o.running && !c.running {
-            starts.push(Op::Start {
-                target: o.id.clone(),
-            });
+            starts.push((o, *c));
         }
     }
-    // Replaced containers ran before the stack's own did: start them first.
-    let (replaced, own): (Vec<_>, Vec<_>) = starts.into_iter().partition(|op| {
-        matches!(op, Op::Start { target } if update.old.iter().any(|o| &o.id == target && o.replaced))
-    });
-    ops.extend(replaced);
-    ops.extend(own);
+    // Replaced containers ran before the stack's own did: start them first,
+    // one by one; then the stack's own, level by level as they were started.
+    for (o, _) in starts.iter().filter(|(o, _)| o.replaced) {
+        ops.push(Op::Start {
+            target: o.id.clone(),
+        });
+    }
+    let own: Vec<StartItem> = starts
+        .iter()
+        .filter(|(o, _)| !o.replaced)
+        .map(|(o, c)| StartItem {
+            level: order_of(c) as usize,
+            target: o.id.clone(),
+            wait_as: o.name.clone(),
+            logical: c.label(labels::NAME).unwrap_or(&o.name).to_owned(),
+            depends_on: labels::depends_on(c),
+        })
+        .collect();
+    ops.extend(level_starts(&own));
     for v in &update.purge_volumes {
         ops.push(Op::RemoveVolume { name: v.clone() });
     }

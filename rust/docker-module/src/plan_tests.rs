@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use docker_spec::{ContainerSpec, ImageRef, Release, Strategy};
+use docker_spec::{Condition, ContainerSpec, ImageRef, Release, Strategy};
 
 use super::*;
 use crate::engine::{Container, MountUse};
@@ -33,6 +33,7 @@ fn release(specs: Vec<ContainerSpec>, strategy: Strategy, replaces: &[&str]) -> 
         health_timeout: None,
         registry: None,
         replaces: replaces.iter().map(|s| s.to_string()).collect(),
+        start: docker_spec::StartOrder::Sequence,
         containers: specs,
         inline: vec![],
     }
@@ -80,7 +81,17 @@ fn text(ops: &[Op]) -> Vec<String> {
         .map(|op| match op {
             Op::Create { name, .. } => format!("create {name}"),
             Op::Start { target } => format!("start {target}"),
+            Op::StartAll { targets } => format!("start {}", targets.join("+")),
             Op::Stop { target } => format!("stop {target}"),
+            Op::StopAll { targets } => format!("stop {}", targets.join("+")),
+            Op::WaitFor { waits } => format!(
+                "wait {}",
+                waits
+                    .iter()
+                    .map(|(n, c)| format!("{n}:{}", c.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             Op::Rename { target, to } => format!("rename {target} {to}"),
             Op::Remove { target } => format!("remove {target}"),
             Op::RemoveImage { reference } => format!("rmi {reference}"),
@@ -474,7 +485,7 @@ fn simulate(model: &mut Vec<Container>, ops: &[Op], r: Option<&Release>) {
                 let mut c = Container::new(&format!("n-{name}"), name);
                 c.labels = labels::for_container(
                     s,
-                    *index,
+                    r.unwrap().level_of(*index),
                     &[],
                     &Identity {
                         stack: "web",
@@ -488,9 +499,27 @@ fn simulate(model: &mut Vec<Container>, ops: &[Op], r: Option<&Release>) {
                 let i = find(model, target);
                 model[i].running = true;
             }
+            Op::StartAll { targets } => {
+                for target in targets {
+                    let i = find(model, target);
+                    model[i].running = true;
+                }
+            }
             Op::Stop { target } => {
                 let i = find(model, target);
                 model[i].running = false;
+            }
+            Op::StopAll { targets } => {
+                for target in targets {
+                    let i = find(model, target);
+                    model[i].running = false;
+                }
+            }
+            Op::WaitFor { waits } => {
+                for (n, _) in waits {
+                    let i = find(model, n);
+                    assert!(model[i].running, "wait for {n}, which was never started");
+                }
             }
             Op::Rename { target, to } => {
                 assert!(
@@ -568,16 +597,26 @@ fn every_combination_switches_correctly_and_rolls_back_from_every_step() {
     ];
     let others = [false, true];
     let strategies = [Strategy::StopFirst, Strategy::StartFirst];
+    // 0: a start order; 1: a graph with no edges; 2: a graph where every
+    // container after the first waits for the first to be healthy. The old
+    // set was started one by one, or as one level.
+    let starts = [0, 1, 2];
+    let old_levels = [false, true];
     let mut planned = 0;
     let mut refused = 0;
     for old_set in &old_sets {
         for new_set in &new_sets {
             for (fs, replaces) in &foreigns {
                 for &other in &others {
-                    for &strategy in &strategies {
+                    for (&strategy, &start, &one_level) in strategies
+                        .iter()
+                        .flat_map(|s| starts.iter().map(move |g| (s, g)))
+                        .flat_map(|(s, g)| old_levels.iter().map(move |l| (s, g, l)))
+                    {
                         let mut initial: Vec<Container> = Vec::new();
                         for (i, (n, d, running)) in old_set.iter().enumerate() {
-                            initial.push(own(&format!("o-{n}"), &spec(n, *d), i, *running));
+                            let order = if one_level { 0 } else { i };
+                            initial.push(own(&format!("o-{n}"), &spec(n, *d), order, *running));
                         }
                         for (n, running) in fs {
                             if initial.iter().any(|c| c.name == *n) {
@@ -588,11 +627,20 @@ fn every_combination_switches_correctly_and_rolls_back_from_every_step() {
                         if other {
                             initial.push(other_stack("s-metrics", "metrics"));
                         }
-                        let specs: Vec<ContainerSpec> =
+                        let mut specs: Vec<ContainerSpec> =
                             new_set.iter().map(|(n, d)| spec(n, *d)).collect();
-                        let r = release(specs, strategy, replaces);
+                        if start == 2 {
+                            let first = specs[0].name.clone();
+                            for s in specs.iter_mut().skip(1) {
+                                s.depends_on.insert(first.clone(), Condition::Healthy);
+                            }
+                        }
+                        let mut r = release(specs, strategy, replaces);
+                        if start > 0 {
+                            r.start = docker_spec::StartOrder::Graph;
+                        }
                         let case = format!(
-                            "old {old_set:?} new {new_set:?} foreign {fs:?} replaces {replaces:?} other {other} {strategy:?}"
+                            "old {old_set:?} (one level {one_level}) new {new_set:?} start {start} foreign {fs:?} replaces {replaces:?} other {other} {strategy:?}"
                         );
                         let plan = match install(&r, INSTALL, &initial) {
                             Ok(p) => p,
@@ -617,7 +665,7 @@ fn every_combination_switches_correctly_and_rolls_back_from_every_step() {
         }
     }
     assert!(
-        planned > 300 && refused > 0,
+        planned > 1800 && refused > 0,
         "{planned} planned, {refused} refused"
     );
 }
@@ -632,19 +680,59 @@ fn check_plan(case: &str, r: &Release, initial: &[Container], plan: &InstallPlan
         })
         .collect();
     for op in &plan.ops {
-        let target = match op {
+        let targets = match op {
             Op::Start { target }
             | Op::Stop { target }
             | Op::Rename { target, .. }
-            | Op::Remove { target } => target,
+            | Op::Remove { target } => vec![target],
+            Op::StartAll { targets } | Op::StopAll { targets } => targets.iter().collect(),
             _ => continue,
         };
-        assert!(
-            !untouchable
-                .iter()
-                .any(|c| &c.id == target || &c.name == target),
-            "{case}: {op:?} touches a container the module must leave alone"
-        );
+        for target in targets {
+            assert!(
+                !untouchable
+                    .iter()
+                    .any(|c| &c.id == target || &c.name == target),
+                "{case}: {op:?} touches a container the module must leave alone"
+            );
+        }
+    }
+    // A container starts only after what it depends on started, and after
+    // its wait when it asked for more than a start.
+    let mut started: Vec<&str> = Vec::new();
+    let mut waited: Vec<&str> = Vec::new();
+    let logical = |name: &str| name.trim_end_matches(NEW_SUFFIX).to_owned();
+    for op in &plan.ops {
+        let now: Vec<&String> = match op {
+            Op::Start { target } => vec![target],
+            Op::StartAll { targets } => targets.iter().collect(),
+            Op::WaitFor { waits } => {
+                waited.extend(waits.iter().map(|(n, _)| n.trim_end_matches(NEW_SUFFIX)));
+                continue;
+            }
+            _ => continue,
+        };
+        for t in &now {
+            let Some(s) = r.container(&logical(t)) else {
+                continue;
+            };
+            for (d, cond) in &s.depends_on {
+                let kept = plan
+                    .kept
+                    .iter()
+                    .any(|k| initial.iter().any(|c| &c.id == k && &c.name == d));
+                assert!(
+                    kept || started.contains(&d.as_str()),
+                    "{case}: {t} started before its dependency {d}"
+                );
+                assert!(
+                    kept || *cond == Condition::Started || waited.contains(&d.as_str()),
+                    "{case}: {t} started without waiting for {d} to be {}",
+                    cond.as_str()
+                );
+            }
+        }
+        started.extend(now.iter().map(|t| t.trim_end_matches(NEW_SUFFIX)));
     }
 
     let mut model = initial.to_vec();
@@ -822,4 +910,177 @@ fn a_failed_update_drops_only_the_images_it_pulled_that_nobody_uses() {
     };
     let ops = drop_pulled(&update, Some(&current), None, &[uses_b], &ids);
     assert_eq!(text(&ops), ["rmi r/a@1"]);
+}
+
+#[test]
+fn a_graph_starts_level_by_level_after_its_waits_and_stops_backwards() {
+    let on = |mut s: ContainerSpec, deps: &[(&str, Condition)]| {
+        for (d, c) in deps {
+            s.depends_on.insert((*d).to_owned(), *c);
+        }
+        s
+    };
+    // In dependency order, as the parser leaves them.
+    let specs = vec![
+        spec("cache", 'a'),
+        spec("db", 'b'),
+        on(spec("migrate", 'c'), &[("db", Condition::Started)]),
+        on(
+            spec("api", 'd'),
+            &[
+                ("db", Condition::Healthy),
+                ("migrate", Condition::CompletedSuccessfully),
+            ],
+        ),
+        on(
+            spec("web", 'e'),
+            &[("api", Condition::Healthy), ("cache", Condition::Started)],
+        ),
+    ];
+    let graph = |specs: Vec<ContainerSpec>, strategy| {
+        let mut r = release(specs, strategy, &[]);
+        r.start = docker_spec::StartOrder::Graph;
+        r
+    };
+    let r = graph(specs.clone(), Strategy::StopFirst);
+    assert_eq!(
+        text(&ok(&r, &[]).ops),
+        [
+            "create cache",
+            "create db",
+            "create migrate",
+            "create api",
+            "create web",
+            "start cache+db",
+            "start migrate",
+            "wait db:service_healthy,migrate:service_completed_successfully",
+            "start api",
+            "wait api:service_healthy",
+            "start web",
+            // migrate is a job that exits: the gate does not expect it to run.
+            "gate cache,db,api,web",
+        ]
+    );
+
+    // Over the same graph's previous release: its levels stop backwards,
+    // each level at once; start-first waits for the temporary names.
+    let old: Vec<Container> = ["cache", "db", "migrate", "api", "web"]
+        .iter()
+        .zip([0, 0, 1, 2, 3])
+        .map(|(n, level)| own(&format!("o-{n}"), &spec(n, 'f'), level, *n != "migrate"))
+        .collect();
+    assert_eq!(
+        text(&ok(&r, &old).ops),
+        [
+            "create cache.mender-new",
+            "create db.mender-new",
+            "create migrate.mender-new",
+            "create api.mender-new",
+            "create web.mender-new",
+            "stop o-web",
+            "stop o-api",
+            "stop o-db+o-cache",
+            "rename o-cache cache.mender-prev",
+            "rename o-db db.mender-prev",
+            "rename o-migrate migrate.mender-prev",
+            "rename o-api api.mender-prev",
+            "rename o-web web.mender-prev",
+            "rename cache.mender-new cache",
+            "rename db.mender-new db",
+            "rename migrate.mender-new migrate",
+            "rename api.mender-new api",
+            "rename web.mender-new web",
+            "start cache+db",
+            "start migrate",
+            "wait db:service_healthy,migrate:service_completed_successfully",
+            "start api",
+            "wait api:service_healthy",
+            "start web",
+            "gate cache,db,api,web",
+        ]
+    );
+    let r = graph(specs, Strategy::StartFirst);
+    let ops = text(&ok(&r, &old).ops);
+    assert_eq!(
+        ops[5..11],
+        [
+            "start cache.mender-new+db.mender-new",
+            "start migrate.mender-new",
+            "wait db.mender-new:service_healthy,migrate.mender-new:service_completed_successfully",
+            "start api.mender-new",
+            "wait api.mender-new:service_healthy",
+            "start web.mender-new",
+        ]
+    );
+
+    // A dependency kept running unchanged is not waited for again.
+    let db = spec("db", 'b');
+    let api = on(spec("api", 'd'), &[("db", Condition::Healthy)]);
+    let r = graph(vec![db.clone(), api], Strategy::StopFirst);
+    let kept = own("o-db", &db, 0, true);
+    assert_eq!(
+        text(&ok(&r, &[kept]).ops),
+        ["keep db", "create api", "start api", "gate api"]
+    );
+
+    // Three independent containers: one start, and one stop for all three.
+    let three = |d| vec![spec("a1", d), spec("b1", d), spec("c1", d)];
+    let r = graph(three('b'), Strategy::StopFirst);
+    let old: Vec<Container> = three('a')
+        .iter()
+        .map(|s| own(&format!("o-{}", s.name), s, 0, true))
+        .collect();
+    let ops = text(&ok(&r, &old).ops);
+    assert!(ops.contains(&"stop o-c1+o-b1+o-a1".to_owned()), "{ops:?}");
+    assert!(ops.contains(&"start a1+b1+c1".to_owned()), "{ops:?}");
+}
+
+#[test]
+fn a_rollback_starts_a_graph_release_again_along_its_dependencies() {
+    let mut api = spec("api", 'a');
+    api.depends_on.insert("db".into(), Condition::Healthy);
+    let mut web = spec("web", 'a');
+    web.depends_on.insert("api".into(), Condition::Started);
+    web.depends_on.insert("cache".into(), Condition::Started);
+    // Release 1 as a graph: cache and db, then api, then web.
+    let old: Vec<Container> = [
+        (&spec("cache", 'a'), 0),
+        (&spec("db", 'a'), 0),
+        (&api, 1),
+        (&web, 2),
+    ]
+    .iter()
+    .map(|(s, level)| own(&format!("o-{}", s.name), s, *level, true))
+    .collect();
+    assert_eq!(old[2].label(labels::DEPENDS_ON), Some("db:service_healthy"));
+    assert_eq!(labels::depends_on(&old[3]).len(), 2);
+    let r = release(
+        ["cache", "db", "api", "web"]
+            .iter()
+            .map(|n| spec(n, 'b'))
+            .collect(),
+        Strategy::StopFirst,
+        &[],
+    );
+    let plan = ok(&r, &old);
+    let mut model = old.clone();
+    simulate(&mut model, &plan.ops, Some(&r));
+    let rp = restore("web", &update_from(&plan), &model).unwrap();
+    let ops = text(&rp.ops);
+    let starts: Vec<&str> = ops
+        .iter()
+        .filter(|o| o.starts_with("start") || o.starts_with("wait"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "start o-cache+o-db",
+            "wait db:service_healthy",
+            "start o-api",
+            "start o-web"
+        ]
+    );
+    simulate(&mut model, &rp.ops, None);
+    assert_eq!(names(&model), names(&old));
 }

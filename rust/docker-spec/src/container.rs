@@ -51,6 +51,53 @@ pub struct ContainerSpec {
     pub log: Option<LogConfig>,
     pub memory_bytes: Option<u64>,
     pub nano_cpus: Option<u64>,
+    /// Containers of the same release this one waits for before it starts,
+    /// and what it waits for. Left out of the serialised form when empty, so
+    /// the fingerprints of containers deployed before it existed still match.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, Condition>,
+}
+
+/// What a container waits for from one it depends on (compose's
+/// `depends_on` conditions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Condition {
+    /// Started.
+    #[serde(rename = "service_started")]
+    Started,
+    /// Running and healthy by its healthcheck.
+    #[serde(rename = "service_healthy")]
+    Healthy,
+    /// Exited with code 0: a one-shot job such as a migration.
+    #[serde(rename = "service_completed_successfully")]
+    CompletedSuccessfully,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 3] = [
+        Condition::Started,
+        Condition::Healthy,
+        Condition::CompletedSuccessfully,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "service_started",
+            Condition::Healthy => "service_healthy",
+            Condition::CompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Condition, String> {
+        Condition::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .ok_or_else(|| {
+                format!(
+                    "{text:?} is not a dependency condition; use service_started, service_healthy or service_completed_successfully"
+                )
+            })
+    }
 }
 
 impl ContainerSpec {
@@ -84,6 +131,7 @@ impl ContainerSpec {
             log: None,
             memory_bytes: None,
             nano_cpus: None,
+            depends_on: BTreeMap::new(),
         }
     }
 

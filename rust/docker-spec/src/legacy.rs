@@ -119,6 +119,7 @@ pub(crate) fn parse(map: &Map<String, Value>) -> Result<Release> {
         health_timeout: None,
         registry: None,
         replaces: Vec::new(),
+        start: crate::StartOrder::Sequence,
         containers,
         inline: Vec::new(),
     })

@@ -37,8 +37,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use container::{
-    Bind, ContainerSpec, DeviceMapping, Healthcheck, LogConfig, PortMapping, RestartPolicy,
-    VolumeMount, RESERVED_LABEL_PREFIX,
+    Bind, Condition, ContainerSpec, DeviceMapping, Healthcheck, LogConfig, PortMapping,
+    RestartPolicy, VolumeMount, RESERVED_LABEL_PREFIX,
 };
 pub use error::{Path, Result, SpecError};
 pub use image::ImageRef;
@@ -75,6 +75,18 @@ impl Strategy {
     }
 }
 
+/// How the containers of a release are started and stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOrder {
+    /// One after the other in `containers` order (`start_order`, or the
+    /// legacy list), stopped one after the other in reverse.
+    Sequence,
+    /// Along each container's `depends_on`: those with nothing left to wait
+    /// for start together, and the stop runs the graph backwards, dependents
+    /// first, each level together.
+    Graph,
+}
+
 /// One deployable release of one stack.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Release {
@@ -89,7 +101,9 @@ pub struct Release {
     /// Containers not managed by the module that this release takes over:
     /// stopped before the switch, removed on commit, restarted on failure.
     pub replaces: Vec<String>,
-    /// In start order.
+    pub start: StartOrder,
+    /// In start order: with [`StartOrder::Graph`], every container after the
+    /// ones it depends on, level by level ([`Release::start_levels`]).
     pub containers: Vec<ContainerSpec>,
     /// Images carried in the artifact's payload files.
     pub inline: Vec<InlineArchive>,
@@ -100,10 +114,55 @@ impl Release {
         self.containers.iter().find(|c| c.name == name)
     }
 
+    /// Indexes into `containers`, grouped into what starts together: one
+    /// container per level in a sequence; in a graph, level n holds the
+    /// containers whose longest dependency chain is n long.
+    pub fn start_levels(&self) -> Vec<Vec<usize>> {
+        match self.start {
+            StartOrder::Sequence => (0..self.containers.len()).map(|i| vec![i]).collect(),
+            StartOrder::Graph => {
+                let mut levels: Vec<Vec<usize>> = Vec::new();
+                for (i, level) in graph_levels(&self.containers).into_iter().enumerate() {
+                    if levels.len() <= level {
+                        levels.resize_with(level + 1, Vec::new);
+                    }
+                    levels[level].push(i);
+                }
+                levels
+            }
+        }
+    }
+
+    /// The level of each container ([`Release::start_levels`]), by index.
+    pub fn level_of(&self, index: usize) -> usize {
+        match self.start {
+            StartOrder::Sequence => index,
+            StartOrder::Graph => graph_levels(&self.containers)[index],
+        }
+    }
+
     /// The inline archive a payload file name belongs to.
     pub fn inline_archive(&self, payload: &str) -> Option<&InlineArchive> {
         self.inline.iter().find(|a| a.payload == payload)
     }
+}
+
+/// Each container's level: 0 without dependencies, otherwise one more than
+/// the highest level it depends on. `containers` is already in a dependency
+/// order with no cycle (the parser sorted and checked it).
+fn graph_levels(containers: &[ContainerSpec]) -> Vec<usize> {
+    let mut levels: Vec<usize> = Vec::with_capacity(containers.len());
+    for c in containers {
+        let level = c
+            .depends_on
+            .keys()
+            .filter_map(|d| containers.iter().position(|o| &o.name == d))
+            .filter_map(|j| levels.get(j).map(|l| l + 1))
+            .max()
+            .unwrap_or(0);
+        levels.push(level);
+    }
+    levels
 }
 
 /// Parses and fully validates the artifact's meta-data.

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::container::{self, ContainerSpec, Healthcheck, LogConfig, VolumeMount};
+use crate::container::{self, Condition, ContainerSpec, Healthcheck, LogConfig, VolumeMount};
 use crate::document::{kind, Object};
 use crate::error::{Path, Result, SpecError};
 use crate::image::ImageRef;
-use crate::{Format, Release, Strategy};
+use crate::{Format, Release, StartOrder, Strategy};
 
 pub const KEY: &str = "docker-stack";
 
@@ -127,19 +127,15 @@ pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
         ));
     }
     // JSON object order does not survive mender-artifact (Go sorts keys),
-    // so the start order is a list of names.
+    // so a flat start order is a list of names. Without one, several
+    // containers start along their depends_on.
+    let graph = order.is_none() && map.len() > 1;
     let names: Vec<(Path, &str)> = match order {
         Some(o) => o,
-        None if map.len() == 1 => vec![(order_at.clone(), map[0].0)],
-        None => {
-            return Err(SpecError::invalid(
-                &order_at,
-                format!(
-                    "is required with several containers: list their names in start order, e.g. [{}] (mender-artifact does not keep the order of object keys)",
-                    map.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ")
-                ),
-            ))
-        }
+        None => map
+            .iter()
+            .map(|(n, _)| (containers_at.key(n), *n))
+            .collect(),
     };
     let mut containers: Vec<ContainerSpec> = Vec::new();
     for (at, name) in &names {
@@ -173,6 +169,19 @@ pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
             format!("does not list container {missing:?}; every container is started in the listed order"),
         ));
     }
+    let start = if graph {
+        containers = in_dependency_order(containers, &containers_at)?;
+        StartOrder::Graph
+    } else {
+        check_dependencies(&containers, &containers_at)?;
+        if let Some(c) = containers.iter().find(|c| !c.depends_on.is_empty()) {
+            return Err(SpecError::invalid(
+                &containers_at.key(&c.name).key("depends_on"),
+                "cannot be combined with start_order, which already fixes the start; drop start_order to start along depends_on",
+            ));
+        }
+        StartOrder::Sequence
+    };
     for (i, (at, v)) in purge.iter().enumerate() {
         if purge[..i].iter().any(|(_, p)| p == v) {
             return Err(SpecError::invalid(at, format!("{v:?} is listed twice")));
@@ -203,6 +212,7 @@ pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
         health_timeout,
         registry,
         replaces,
+        start,
         containers,
         inline,
     })
@@ -308,9 +318,105 @@ fn parse_container(name: &str, mut c: Object<'_>) -> Result<ContainerSpec> {
     if let Some(cpus) = c.optional_f64("cpus")? {
         spec.nano_cpus = Some(container::parse_cpus(&cpus.to_string()).map_err(invalid(&cpus_at))?);
     }
+    for (at, dependency, condition) in c.optional_string_map("depends_on")? {
+        spec.depends_on.insert(
+            dependency.to_owned(),
+            Condition::parse(condition).map_err(invalid(&at))?,
+        );
+    }
     check_mount_targets(&spec, c.at())?;
     c.finish()?;
     Ok(spec)
+}
+
+/// Every dependency names another container of the release.
+fn check_dependencies(containers: &[ContainerSpec], containers_at: &Path) -> Result<()> {
+    for c in containers {
+        for d in c.depends_on.keys() {
+            let at = containers_at.key(&c.name).key("depends_on").key(d);
+            if d == &c.name {
+                return Err(SpecError::invalid(
+                    &at,
+                    "a container cannot depend on itself",
+                ));
+            }
+            if !containers.iter().any(|o| &o.name == d) {
+                return Err(SpecError::invalid(
+                    &at,
+                    format!(
+                        "{d:?} is not one of the containers ({})",
+                        containers
+                            .iter()
+                            .map(|o| o.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The containers sorted so that each comes after everything it depends on:
+/// level by level, by name within a level. A cycle is refused, named.
+fn in_dependency_order(
+    containers: Vec<ContainerSpec>,
+    containers_at: &Path,
+) -> Result<Vec<ContainerSpec>> {
+    check_dependencies(&containers, containers_at)?;
+    let mut left = containers;
+    left.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut placed: Vec<ContainerSpec> = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let ready: Vec<usize> = (0..left.len())
+            .filter(|&i| {
+                left[i]
+                    .depends_on
+                    .keys()
+                    .all(|d| placed.iter().any(|p| &p.name == d))
+            })
+            .collect();
+        if ready.is_empty() {
+            let cycle = find_cycle(&left);
+            return Err(SpecError::invalid(
+                &containers_at.key(&cycle[0]).key("depends_on"),
+                format!(
+                    "the dependencies form a cycle ({}), so nothing could start first; remove one of them",
+                    cycle.join(" -> ")
+                ),
+            ));
+        }
+        let mut level: Vec<ContainerSpec> =
+            ready.into_iter().rev().map(|i| left.remove(i)).collect();
+        level.reverse();
+        placed.extend(level);
+    }
+    Ok(placed)
+}
+
+/// A cycle among containers none of which can start: follow unplaced
+/// dependencies until a name repeats.
+fn find_cycle(left: &[ContainerSpec]) -> Vec<String> {
+    let mut path: Vec<String> = vec![left[0].name.clone()];
+    loop {
+        let current = left
+            .iter()
+            .find(|c| Some(&c.name) == path.last())
+            .expect("the path only holds unplaced containers");
+        let next = current
+            .depends_on
+            .keys()
+            .find(|d| left.iter().any(|c| &c.name == *d))
+            .expect("an unplaced container waits for another unplaced one")
+            .clone();
+        if let Some(start) = path.iter().position(|p| *p == next) {
+            let mut cycle = path.split_off(start);
+            cycle.push(next);
+            return cycle;
+        }
+        path.push(next);
+    }
 }
 
 /// `NAME:/TARGET[:ro|rw]`, a named volume (binds go in "binds").

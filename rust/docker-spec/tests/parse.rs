@@ -1,7 +1,10 @@
 //! Both formats through the public entry point: what deploys, and every way an
 //! artifact is refused, each with one line naming where and what.
 
-use docker_spec::{parse, parse_str, Format, RestartPolicy, SpecError, Strategy, LEGACY_STACK};
+use docker_spec::{
+    parse, parse_str, Condition, Format, RestartPolicy, SpecError, StartOrder, Strategy,
+    LEGACY_STACK,
+};
 use serde_json::{json, Value};
 
 const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -11,8 +14,8 @@ fn img(repo: &str, d: &str) -> String {
     format!("{repo}@{d}")
 }
 
-/// A docker-stack document; `containers` is keyed by name, and several
-/// containers need a `start_order` (add it with `["docker-stack"]["start_order"]`).
+/// A docker-stack document; `containers` is keyed by name. Several
+/// containers without a `start_order` start along their `depends_on`.
 fn stack(containers: Value) -> Value {
     json!({"docker-stack": {"format": 1, "stack": "web", "containers": containers}})
 }
@@ -329,10 +332,6 @@ fn every_bad_input_names_where_and_what() {
         ),
         (stack(json!({"web/1": good()})), "is not valid"),
         // start_order.
-        (
-            two(Value::Null),
-            "docker-stack.start_order: is required with several containers: list their names in start order, e.g. [\"a1\", \"b1\"]",
-        ),
         (
             two(json!(["a1", "c1"])),
             "docker-stack.start_order[1]: \"c1\" is not one of the containers (a1, b1)",
@@ -678,5 +677,116 @@ fn every_bad_inline_entry_names_where_and_what() {
             got.contains(want),
             "inline {inline}:\n got: {got}\nwant: {want}"
         );
+    }
+}
+
+/// `a` depends on each name in `deps` with `service_started`; the others are
+/// plain containers.
+fn graph(deps: &[(&str, &[(&str, &str)])]) -> Value {
+    let mut containers = serde_json::Map::new();
+    for (name, on) in deps {
+        let mut c = json!({"image": img("app", D1)});
+        if !on.is_empty() {
+            let map: serde_json::Map<String, Value> = on
+                .iter()
+                .map(|(d, cond)| ((*d).to_owned(), json!(cond)))
+                .collect();
+            c["depends_on"] = Value::Object(map);
+        }
+        containers.insert((*name).to_owned(), c);
+    }
+    stack(Value::Object(containers))
+}
+
+#[test]
+fn without_start_order_containers_start_along_their_dependencies_level_by_level() {
+    let r = parse(&graph(&[
+        ("web", &[("api", "service_healthy")]),
+        (
+            "api",
+            &[
+                ("db", "service_healthy"),
+                ("migrate", "service_completed_successfully"),
+            ],
+        ),
+        ("migrate", &[("db", "service_started")]),
+        ("db", &[]),
+        ("cache", &[]),
+        ("worker", &[("cache", "service_started")]),
+    ]))
+    .unwrap();
+    assert_eq!(r.start, StartOrder::Graph);
+    let names: Vec<&str> = r.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["cache", "db", "migrate", "worker", "api", "web"]);
+    let levels: Vec<Vec<&str>> = r
+        .start_levels()
+        .iter()
+        .map(|l| l.iter().map(|&i| names[i]).collect())
+        .collect();
+    assert_eq!(
+        levels,
+        vec![
+            vec!["cache", "db"],
+            vec!["migrate", "worker"],
+            vec!["api"],
+            vec!["web"]
+        ]
+    );
+    assert_eq!(r.level_of(4), 2);
+    let api = r.container("api").unwrap();
+    assert_eq!(api.depends_on["migrate"], Condition::CompletedSuccessfully);
+    assert_eq!(api.depends_on["db"], Condition::Healthy);
+
+    // Independent containers all start at once.
+    let r = parse(&graph(&[("a1", &[]), ("b1", &[]), ("c1", &[])])).unwrap();
+    assert_eq!(r.start_levels(), vec![vec![0, 1, 2]]);
+    // A start_order keeps today's one-by-one start.
+    let mut meta = graph(&[("a1", &[]), ("b1", &[])]);
+    meta["docker-stack"]["start_order"] = json!(["b1", "a1"]);
+    let r = parse(&meta).unwrap();
+    assert_eq!(r.start, StartOrder::Sequence);
+    assert_eq!(r.start_levels(), vec![vec![0], vec![1]]);
+}
+
+#[test]
+fn every_bad_dependency_names_where_and_what() {
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            graph(&[("a1", &[("a1", "service_started")]), ("b1", &[])]),
+            "docker-stack.containers.a1.depends_on.a1: a container cannot depend on itself",
+        ),
+        (
+            graph(&[("a1", &[("zz", "service_started")]), ("b1", &[])]),
+            "docker-stack.containers.a1.depends_on.zz: \"zz\" is not one of the containers (a1, b1)",
+        ),
+        (
+            graph(&[("a1", &[("b1", "service_running")]), ("b1", &[])]),
+            "docker-stack.containers.a1.depends_on.b1: \"service_running\" is not a dependency condition; use service_started, service_healthy or service_completed_successfully",
+        ),
+        (
+            graph(&[
+                ("a1", &[("b1", "service_started")]),
+                ("b1", &[("c1", "service_healthy")]),
+                ("c1", &[("a1", "service_started")]),
+                ("d1", &[]),
+            ]),
+            "docker-stack.containers.a1.depends_on: the dependencies form a cycle (a1 -> b1 -> c1 -> a1), so nothing could start first; remove one of them",
+        ),
+        (
+            {
+                let mut m = graph(&[("a1", &[("b1", "service_started")]), ("b1", &[])]);
+                m["docker-stack"]["start_order"] = json!(["b1", "a1"]);
+                m
+            },
+            "docker-stack.containers.a1.depends_on: cannot be combined with start_order, which already fixes the start; drop start_order to start along depends_on",
+        ),
+        (
+            graph(&[("a1", &[("b1", "service_started")])]),
+            "docker-stack.containers.a1.depends_on.b1: \"b1\" is not one of the containers (a1)",
+        ),
+    ];
+    for (meta, want) in cases {
+        let got = err(meta.clone());
+        assert_eq!(got, format!("artifact meta-data at {want}"), "for {meta}");
     }
 }

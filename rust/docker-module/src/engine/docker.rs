@@ -36,6 +36,32 @@ pub struct DockerEngine {
     runtime: Runtime,
     docker: Docker,
     socket: String,
+    timeout: Duration,
+}
+
+/// Polls every future until all are done; the outputs in order. A few
+/// requests at a time need none of the machinery of futures' `join_all`,
+/// which costs tens of KiB on small flash.
+async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures
+        .map(|f| Box::pin(futures_util::future::maybe_done(f)))
+        .collect();
+    futures_util::future::poll_fn(|cx| {
+        let mut done = true;
+        for f in pending.iter_mut() {
+            done &= std::future::Future::poll(f.as_mut(), cx).is_ready();
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    pending
+        .iter_mut()
+        .map(|f| f.as_mut().take_output().expect("every future is done"))
+        .collect()
 }
 
 fn kind_of(e: &BollardError) -> ErrorKind {
@@ -81,6 +107,12 @@ fn gone_ok(r: Result<()>) -> Result<()> {
 }
 
 impl DockerEngine {
+    fn root_dir(&self) -> Result<PathBuf> {
+        super::info::docker_root_dir(&self.socket, self.timeout).map_err(|e| {
+            EngineError::new("query the data root of", &self.socket, ErrorKind::Other, e)
+        })
+    }
+
     /// Connects to `socket` (a path) and settles the API version with the
     /// engine, so that a 20.10 engine (API 1.41) and a 25.x one both work.
     pub fn connect(socket: &str, request_timeout: Duration) -> Result<DockerEngine> {
@@ -111,6 +143,7 @@ impl DockerEngine {
             runtime,
             docker,
             socket: socket.to_owned(),
+            timeout: request_timeout,
         })
     }
 
@@ -544,25 +577,43 @@ impl Engine for DockerEngine {
         Ok(created.id)
     }
 
+    // One code path for one container and for many: each bollard call
+    // monomorphised once keeps the binary small.
     fn start(&mut self, id_or_name: &str) -> Result<()> {
-        self.runtime
-            .block_on(self.docker.start_container(id_or_name, None))
-            .map_err(err("start container", id_or_name))
+        let mut results = self.start_all(&[id_or_name.to_owned()]);
+        results.pop().expect("one result per target")
     }
 
     fn stop(&mut self, id_or_name: &str, timeout: Duration) -> Result<()> {
+        let mut results = self.stop_all(&[id_or_name.to_owned()], timeout);
+        results.pop().expect("one result per target")
+    }
+
+    fn start_all(&mut self, targets: &[String]) -> Vec<Result<()>> {
+        let docker = &self.docker;
+        self.runtime
+            .block_on(join_all(targets.iter().map(|t| async move {
+                docker
+                    .start_container(t, None)
+                    .await
+                    .map_err(err("start container", t))
+            })))
+    }
+
+    fn stop_all(&mut self, targets: &[String], timeout: Duration) -> Vec<Result<()>> {
         let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
-        let options = StopContainerOptionsBuilder::default().t(secs).build();
-        match self
-            .runtime
-            .block_on(self.docker.stop_container(id_or_name, Some(options)))
-        {
-            // 304: already stopped.
-            Err(BollardError::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            other => other.map_err(err("stop container", id_or_name)),
-        }
+        let docker = &self.docker;
+        self.runtime
+            .block_on(join_all(targets.iter().map(|t| async move {
+                let options = StopContainerOptionsBuilder::default().t(secs).build();
+                match docker.stop_container(t, Some(options)).await {
+                    // 304: already stopped.
+                    Err(BollardError::DockerResponseServerError {
+                        status_code: 304, ..
+                    }) => Ok(()),
+                    other => other.map_err(err("stop container", t)),
+                }
+            })))
     }
 
     fn rename(&mut self, id_or_name: &str, new_name: &str) -> Result<()> {
@@ -650,11 +701,7 @@ impl Engine for DockerEngine {
     /// `<data root>/tmp` and removes that when the load has ended, whether
     /// the client is still there or not.
     fn loads_in_progress(&mut self) -> Result<Option<bool>> {
-        let info = self
-            .runtime
-            .block_on(self.docker.info())
-            .map_err(err("query the data root of", &self.socket))?;
-        let tmp = PathBuf::from(info.docker_root_dir.unwrap_or_default()).join("tmp");
+        let tmp = self.root_dir()?.join("tmp");
         let Ok(entries) = std::fs::read_dir(&tmp) else {
             return Ok(None);
         };
@@ -666,11 +713,7 @@ impl Engine for DockerEngine {
     }
 
     fn data_root(&mut self) -> Result<DataRoot> {
-        let info = self
-            .runtime
-            .block_on(self.docker.info())
-            .map_err(err("query the data root of", &self.socket))?;
-        let path = PathBuf::from(info.docker_root_dir.unwrap_or_default());
+        let path = self.root_dir()?;
         // The statvfs field types differ between targets (u32 on some 32-bit ones).
         #[allow(clippy::unnecessary_cast)]
         let free_bytes = nix::sys::statvfs::statvfs(&path)

@@ -5,6 +5,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+mod info;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -208,6 +209,16 @@ pub trait Engine {
     fn create(&mut self, request: &CreateRequest) -> Result<String>;
     fn start(&mut self, id_or_name: &str) -> Result<()>;
     fn stop(&mut self, id_or_name: &str, timeout: Duration) -> Result<()>;
+    /// Starts every target, all requests in flight at once where the engine
+    /// allows; one result per target, in order.
+    fn start_all(&mut self, targets: &[String]) -> Vec<Result<()>> {
+        targets.iter().map(|t| self.start(t)).collect()
+    }
+    /// Stops every target like [`Engine::stop`], all at once where the
+    /// engine allows; one result per target, in order.
+    fn stop_all(&mut self, targets: &[String], timeout: Duration) -> Vec<Result<()>> {
+        targets.iter().map(|t| self.stop(t, timeout)).collect()
+    }
     fn rename(&mut self, id_or_name: &str, new_name: &str) -> Result<()>;
     fn remove_container(&mut self, id_or_name: &str) -> Result<()>;
     /// Removes one reference of an image; the engine keeps the image while
