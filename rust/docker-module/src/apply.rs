@@ -295,6 +295,8 @@ impl Deployer<'_> {
                 None => target.to_owned(),
             }
         };
+        // The level of each container to create, worked out once.
+        let levels = creating.map_or_else(Vec::new, |(release, _)| release.levels());
         for op in ops {
             signal::check()?;
             match op {
@@ -313,12 +315,7 @@ impl Deployer<'_> {
                     }
                     let request = crate::engine::CreateRequest {
                         name: name.clone(),
-                        labels: labels::for_container(
-                            spec,
-                            release.level_of(*index),
-                            &purge,
-                            identity,
-                        ),
+                        labels: labels::for_container(spec, levels[*index], &purge, identity),
                         spec: engine_spec,
                     };
                     let id = self.engine.create(&request)?;
@@ -332,39 +329,15 @@ impl Deployer<'_> {
                 }
                 Op::StartAll { targets } => {
                     let results = self.engine.start_all(targets);
-                    let mut first_error = None;
-                    for (target, result) in targets.iter().zip(results) {
-                        match result {
-                            Ok(()) => {
-                                log!("started {}", name_of(&names, target));
-                                fault::point("after-start");
-                            }
-                            Err(e) => {
-                                first_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    if let Some(e) = first_error {
-                        return Err(e.into());
-                    }
+                    report_batch(targets, results, "started", "after-start", |t| {
+                        name_of(&names, t)
+                    })?;
                 }
                 Op::StopAll { targets } => {
                     let results = self.engine.stop_all(targets, self.config.stop_timeout);
-                    let mut first_error = None;
-                    for (target, result) in targets.iter().zip(results) {
-                        match result {
-                            Ok(()) => {
-                                log!("stopped {}", name_of(&names, target));
-                                fault::point("after-stop");
-                            }
-                            Err(e) => {
-                                first_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    if let Some(e) = first_error {
-                        return Err(e.into());
-                    }
+                    report_batch(targets, results, "stopped", "after-stop", |t| {
+                        name_of(&names, t)
+                    })?;
                 }
                 Op::WaitFor { waits } => {
                     // Restoring, the old set must come back whatever its
@@ -468,5 +441,33 @@ impl Deployer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The outcome of a batch the engine ran together (`results`, one per
+/// target in order): each success logged as `verb` (e.g. "started") and
+/// passed through the fault `point`, then the first failure, if any.
+fn report_batch(
+    targets: &[String],
+    results: Vec<crate::engine::Result<()>>,
+    verb: &str,
+    point: &str,
+    name_of: impl Fn(&str) -> String,
+) -> Result<()> {
+    let mut first_error = None;
+    for (target, result) in targets.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                log!("{verb} {}", name_of(target));
+                fault::point(point);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
     }
 }

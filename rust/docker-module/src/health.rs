@@ -82,23 +82,21 @@ pub enum GateError {
     Terminated(#[from] mender_module_protocol::Error),
 }
 
-/// Polls the engine until the verdict is final or the timeout passes.
-pub fn wait(
-    engine: &mut dyn Engine,
-    names: &[String],
+/// Polls until the verdict is final or the timeout passes: each round
+/// checks for SIGTERM, `observe`s the engine, and `judge`s what it saw at the
+/// time since the first round began; a wait sleeps `poll` before the next.
+fn poll_until<O>(
     timeout: Duration,
-    settle: Duration,
     poll: Duration,
+    mut observe: impl FnMut() -> Result<O, EngineError>,
+    judge: impl Fn(&O, Duration) -> Verdict,
 ) -> Result<(), GateError> {
     let started = Instant::now();
     loop {
         signal::check()?;
-        let mut observed = Vec::with_capacity(names.len());
-        for n in names {
-            observed.push((n.clone(), engine.container(n)?));
-        }
+        let observed = observe()?;
         let elapsed = started.elapsed();
-        match assess(&observed, elapsed, settle) {
+        match judge(&observed, elapsed) {
             Verdict::Pass => return Ok(()),
             Verdict::Fail(why) => return Err(GateError::Failed(why)),
             Verdict::Wait(waiting) if elapsed >= timeout => {
@@ -107,6 +105,28 @@ pub fn wait(
             Verdict::Wait(_) => std::thread::sleep(poll),
         }
     }
+}
+
+/// Polls the engine until the verdict is final or the timeout passes.
+pub fn wait(
+    engine: &mut dyn Engine,
+    names: &[String],
+    timeout: Duration,
+    settle: Duration,
+    poll: Duration,
+) -> Result<(), GateError> {
+    poll_until(
+        timeout,
+        poll,
+        || {
+            let mut observed = Vec::with_capacity(names.len());
+            for n in names {
+                observed.push((n.clone(), engine.container(n)?));
+            }
+            Ok(observed)
+        },
+        |observed, elapsed| assess(observed, elapsed, settle),
+    )
 }
 
 /// Judges what the containers others depend on have reached; `None`: gone.
@@ -171,22 +191,18 @@ pub fn wait_for_dependencies(
     timeout: Duration,
     poll: Duration,
 ) -> Result<(), GateError> {
-    let started = Instant::now();
-    loop {
-        signal::check()?;
-        let mut observed = Vec::with_capacity(waits.len());
-        for (n, condition) in waits {
-            observed.push((n.clone(), *condition, engine.container(n)?));
-        }
-        match assess_dependencies(&observed) {
-            Verdict::Pass => return Ok(()),
-            Verdict::Fail(why) => return Err(GateError::Failed(why)),
-            Verdict::Wait(waiting) if started.elapsed() >= timeout => {
-                return Err(GateError::TimedOut { waiting, timeout })
+    poll_until(
+        timeout,
+        poll,
+        || {
+            let mut observed = Vec::with_capacity(waits.len());
+            for (n, condition) in waits {
+                observed.push((n.clone(), *condition, engine.container(n)?));
             }
-            Verdict::Wait(_) => std::thread::sleep(poll),
-        }
-    }
+            Ok(observed)
+        },
+        |observed, _| assess_dependencies(observed),
+    )
 }
 
 #[cfg(test)]

@@ -308,14 +308,17 @@ pub fn install(
     // of one level, started together, are stopped together).
     let mut stops: Vec<Op> = Vec::new();
     let mut group: Vec<&Container> = Vec::new();
-    let flush = |group: &mut Vec<&Container>, stops: &mut Vec<Op>| match group.len() {
-        0 => {}
-        1 => stops.push(Op::Stop {
-            target: group[0].id.clone(),
-        }),
-        _ => stops.push(Op::StopAll {
-            targets: group.iter().map(|c| c.id.clone()).collect(),
-        }),
+    let flush = |group: &mut Vec<&Container>, stops: &mut Vec<Op>| {
+        let group = std::mem::take(group);
+        match group.len() {
+            0 => {}
+            1 => stops.push(Op::Stop {
+                target: group[0].id.clone(),
+            }),
+            _ => stops.push(Op::StopAll {
+                targets: group.iter().map(|c| c.id.clone()).collect(),
+            }),
+        }
     };
     for c in running_old.iter().rev() {
         let is_replaced = old.iter().any(|(o, r)| o.id == c.id && *r);
@@ -324,7 +327,6 @@ pub fn install(
             .is_some_and(|g| !is_replaced && order_of(g) == order_of(c));
         if !same_level {
             flush(&mut group, &mut stops);
-            group.clear();
         }
         if is_replaced {
             stops.push(Op::Stop {
@@ -434,10 +436,11 @@ fn one_shots(release: &Release) -> BTreeSet<String> {
 /// Starts of `started` ((index in the release, name to start it by)), level
 /// by level ([`level_starts`]).
 fn start_ops(release: &Release, started: &[(usize, String)]) -> Vec<Op> {
+    let levels = release.levels();
     let items: Vec<StartItem> = started
         .iter()
         .map(|(i, name)| StartItem {
-            level: release.level_of(*i),
+            level: levels[*i],
             target: name.clone(),
             wait_as: name.clone(),
             logical: release.containers[*i].name.clone(),

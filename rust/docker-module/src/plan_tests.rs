@@ -63,6 +63,15 @@ fn own(id: &str, s: &ContainerSpec, order: usize, running: bool) -> Container {
     c
 }
 
+/// Running containers of stack `web` from an earlier install, each with the
+/// id `o-NAME`, from their specs at their levels.
+fn running_old<'a>(specs: impl IntoIterator<Item = (&'a ContainerSpec, usize)>) -> Vec<Container> {
+    specs
+        .into_iter()
+        .map(|(s, level)| own(&format!("o-{}", s.name), s, level, true))
+        .collect()
+}
+
 fn foreign(id: &str, name: &str, running: bool) -> Container {
     let mut c = Container::new(id, name);
     c.running = running;
@@ -474,6 +483,7 @@ fn simulate(model: &mut Vec<Container>, ops: &[Op], r: Option<&Release>) {
             .position(|c| c.id == t || c.name == t)
             .unwrap_or_else(|| panic!("no container {t} in {:?}", names(m)))
     };
+    let levels = r.map(Release::levels).unwrap_or_default();
     for op in ops {
         match op {
             Op::Create { index, name } => {
@@ -485,7 +495,7 @@ fn simulate(model: &mut Vec<Container>, ops: &[Op], r: Option<&Release>) {
                 let mut c = Container::new(&format!("n-{name}"), name);
                 c.labels = labels::for_container(
                     s,
-                    r.unwrap().level_of(*index),
+                    levels[*index],
                     &[],
                     &Identity {
                         stack: "web",
@@ -1026,10 +1036,7 @@ fn a_graph_starts_level_by_level_after_its_waits_and_stops_backwards() {
     // Three independent containers: one start, and one stop for all three.
     let three = |d| vec![spec("a1", d), spec("b1", d), spec("c1", d)];
     let r = graph(three('b'), Strategy::StopFirst);
-    let old: Vec<Container> = three('a')
-        .iter()
-        .map(|s| own(&format!("o-{}", s.name), s, 0, true))
-        .collect();
+    let old = running_old(three('a').iter().map(|s| (s, 0)));
     let ops = text(&ok(&r, &old).ops);
     assert!(ops.contains(&"stop o-c1+o-b1+o-a1".to_owned()), "{ops:?}");
     assert!(ops.contains(&"start a1+b1+c1".to_owned()), "{ops:?}");
@@ -1043,15 +1050,12 @@ fn a_rollback_starts_a_graph_release_again_along_its_dependencies() {
     web.depends_on.insert("api".into(), Condition::Started);
     web.depends_on.insert("cache".into(), Condition::Started);
     // Release 1 as a graph: cache and db, then api, then web.
-    let old: Vec<Container> = [
+    let old = running_old([
         (&spec("cache", 'a'), 0),
         (&spec("db", 'a'), 0),
         (&api, 1),
         (&web, 2),
-    ]
-    .iter()
-    .map(|(s, level)| own(&format!("o-{}", s.name), s, *level, true))
-    .collect();
+    ]);
     assert_eq!(old[2].label(labels::DEPENDS_ON), Some("db:service_healthy"));
     assert_eq!(labels::depends_on(&old[3]).len(), 2);
     let r = release(

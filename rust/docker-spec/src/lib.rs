@@ -118,22 +118,27 @@ impl Release {
     /// container per level in a sequence; in a graph, level n holds the
     /// containers whose longest dependency chain is n long.
     pub fn start_levels(&self) -> Vec<Vec<usize>> {
-        match self.start {
-            StartOrder::Sequence => (0..self.containers.len()).map(|i| vec![i]).collect(),
-            StartOrder::Graph => {
-                let mut levels: Vec<Vec<usize>> = Vec::new();
-                for (i, level) in graph_levels(&self.containers).into_iter().enumerate() {
-                    if levels.len() <= level {
-                        levels.resize_with(level + 1, Vec::new);
-                    }
-                    levels[level].push(i);
-                }
-                levels
+        let mut levels: Vec<Vec<usize>> = Vec::new();
+        for (i, level) in self.levels().into_iter().enumerate() {
+            if levels.len() <= level {
+                levels.resize_with(level + 1, Vec::new);
             }
+            levels[level].push(i);
+        }
+        levels
+    }
+
+    /// The level of each container ([`Release::start_levels`]), indexed like
+    /// `containers`. It is worked out from the whole release: a caller that
+    /// needs several levels takes this once and indexes it.
+    pub fn levels(&self) -> Vec<usize> {
+        match self.start {
+            StartOrder::Sequence => (0..self.containers.len()).collect(),
+            StartOrder::Graph => graph_levels(&self.containers),
         }
     }
 
-    /// The level of each container ([`Release::start_levels`]), by index.
+    /// The level of one container ([`Release::levels`]), by index.
     pub fn level_of(&self, index: usize) -> usize {
         match self.start {
             StartOrder::Sequence => index,
