@@ -3,6 +3,9 @@ what a user of the device sees after each command."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 import bench
@@ -238,3 +241,47 @@ def test_credentials_from_the_device_configuration_pull_from_an_authenticated_re
     assert "s3cret-pw" not in install.stderr + install.stdout
     assert "with the configured registry credentials" in install.stderr
     assert device.snapshot().running() == {"web"}
+
+
+def test_compose_keys_reach_the_engine_and_the_modules_stop_waits_the_grace_period(device):
+    v1 = device.image("stacks/web", "1")
+    v2 = device.image("stacks/web", "2")
+    # busybox `sleep` as PID 1 has no handler for SIGUSR1, so the kernel drops it: only the SIGKILL
+    # at the end of the grace period stops this container. The device's stop_timeout_seconds is 0.
+    device.deploy(device.artifact("web-1", stack_meta("web", [container(
+        "web", v1, stop_signal="SIGUSR1", stop_grace_period_seconds=2,
+        sysctls={"net.core.somaxconn": "1024"}, extra_hosts=["db.local=10.0.0.2", "v6.local:[fd00::2]"],
+        dns=["10.0.0.53"], ulimits={"nofile": "1024:2048", "nproc": 512}, shm_size_bytes=16 << 20)])))
+    old = json.loads(device.dockerd.docker("inspect", "web").stdout)[0]
+    assert (old["Config"]["StopSignal"], old["Config"]["StopTimeout"]) == ("SIGUSR1", 2)
+    host = old["HostConfig"]
+    assert host["Sysctls"] == {"net.core.somaxconn": "1024"}
+    assert host["ExtraHosts"] == ["db.local:10.0.0.2", "v6.local:fd00::2"]
+    assert host["Dns"] == ["10.0.0.53"]
+    assert host["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048},
+                               {"Name": "nproc", "Soft": 512, "Hard": 512}]
+    assert host["ShmSize"] == 16 << 20
+    inside = device.dockerd.docker("exec", "web", "sh", "-c",
+                                   "cat /proc/sys/net/core/somaxconn /etc/hosts /etc/resolv.conf "
+                                   "/proc/self/limits /proc/self/mounts").stdout
+    assert inside.startswith("1024\n"), inside
+    assert "10.0.0.2\tdb.local" in inside and "fd00::2\tv6.local" in inside, inside
+    assert "nameserver 10.0.0.53" in inside, inside
+    assert any(line.startswith("Max open files") and line.split()[3:5] == ["1024", "2048"]
+               for line in inside.splitlines()), inside
+    assert any(" /dev/shm " in line and "size=16384k" in line for line in inside.splitlines()), inside
+
+    since = time.time()
+    install = device.install(device.artifact("web-2", stack_meta("web", [container("web", v2, init=True)])))
+
+    assert install.returncode == 0, install.stderr
+    events = device.dockerd.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+                                   "--filter", f"container={old['Id']}", "--filter", "event=kill",
+                                   "--format", "{{json .}}").stdout
+    kills = [(e["Actor"]["Attributes"]["signal"], e["timeNano"] / 1e9)
+             for e in map(json.loads, events.splitlines())]
+    assert [signal for signal, _ in kills] == ["10", "9"], kills  # SIGUSR1, then SIGKILL
+    assert kills[1][1] - kills[0][1] >= 1.9, f"killed {kills[1][1] - kills[0][1]:.2f}s after the stop signal"
+    new = json.loads(device.dockerd.docker("inspect", "web").stdout)[0]
+    assert new["HostConfig"]["Init"] is True and new["Config"].get("StopTimeout") is None
+    assert device.dockerd.docker("exec", "web", "cat", "/proc/1/comm").stdout.strip() == "docker-init"

@@ -48,7 +48,8 @@ pub struct Config {
     /// How long a container without a healthcheck must keep running before
     /// it counts as up: a process that dies at once must fail the gate.
     pub settle: Duration,
-    /// How long a stopping container gets before the engine kills it.
+    /// How long a stopping container gets before the engine kills it, unless
+    /// it was created with its own (`stop_grace_period_seconds`).
     pub stop_timeout: Duration,
     pub download: DownloadMode,
     pub registries: BTreeMap<String, Credentials>,

@@ -56,6 +56,39 @@ pub struct ContainerSpec {
     /// the fingerprints of containers deployed before it existed still match.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, Condition>,
+    // The keys below came later; each is left out of the serialised form when
+    // unset, for the same reason as `depends_on`.
+    /// The signal that asks it to stop (`SIGTERM`, `SIGRTMIN+3`, `9`), as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// How long a stop waits after the stop signal before it kills.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<Duration>,
+    /// Namespaced kernel parameters: `net.core.somaxconn` → `1024`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Run the engine's init as PID 1; `None`: the engine's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// `HOST:IP` lines for its `/etc/hosts`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// DNS server addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Resource limits by the engine's name (`nofile`, `nproc`, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// The size of `/dev/shm` in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size_bytes: Option<u64>,
+}
+
+/// A resource limit; -1 is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// What a container waits for from one it depends on (compose's
@@ -132,6 +165,14 @@ impl ContainerSpec {
             memory_bytes: None,
             nano_cpus: None,
             depends_on: BTreeMap::new(),
+            stop_signal: None,
+            stop_grace_period: None,
+            sysctls: BTreeMap::new(),
+            init: None,
+            extra_hosts: Vec::new(),
+            dns: Vec::new(),
+            ulimits: BTreeMap::new(),
+            shm_size_bytes: None,
         }
     }
 
@@ -643,6 +684,176 @@ pub fn parse_cpus(text: &str) -> Result<u64, String> {
     }
 }
 
+/// `SIGTERM`, `TERM`, `sigterm`, `SIGRTMIN+3`, `SIGRTMAX-2` or a number
+/// 1-64: what the engine parses as a stop signal.
+pub fn check_stop_signal(text: &str) -> Result<(), String> {
+    let known = match text.parse::<u32>() {
+        Ok(n) => (1..=64).contains(&n),
+        Err(_) => {
+            let upper = text.to_ascii_uppercase();
+            let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+            SIGNALS.contains(&name)
+                || (1..=15).any(|n| name == format!("RTMIN+{n}"))
+                || (1..=14).any(|n| name == format!("RTMAX-{n}"))
+        }
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(format!(
+            "{text:?} is not a signal; use a name such as SIGTERM, SIGQUIT or SIGRTMIN+3 (SIG and lower case also work) or a number 1-64"
+        ))
+    }
+}
+
+/// The Linux signal names the engine knows, without `SIG` (the real-time
+/// ones `RTMIN+n`, `RTMAX-n` are checked apart).
+const SIGNALS: &[&str] = &[
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX",
+];
+
+/// The longest stop grace period: the stop request carries it as an i32.
+pub const MAX_STOP_GRACE_SECONDS: u64 = i32::MAX as u64;
+
+pub fn check_stop_grace_period(seconds: u64) -> Result<Duration, String> {
+    if seconds <= MAX_STOP_GRACE_SECONDS {
+        Ok(Duration::from_secs(seconds))
+    } else {
+        Err(format!(
+            "{seconds} seconds is longer than the engine's stop timeout can be ({MAX_STOP_GRACE_SECONDS}); give whole seconds such as 10 or 30"
+        ))
+    }
+}
+
+/// A kernel parameter name (`net.core.somaxconn`, `net/ipv4/ip_forward`)
+/// and the value to write.
+pub fn check_sysctl(key: &str, value: &str) -> Result<(), String> {
+    let name_ok = key.split(['.', '/']).all(|part| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+    });
+    if !name_ok {
+        return Err(format!(
+            "sysctl {key:?} is not a kernel parameter name: parts of a-z 0-9 _ - joined by . or /, e.g. net.core.somaxconn"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!(
+            "sysctl {key:?} has an empty value; give the value to write, e.g. \"1024\""
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a sysctl belongs to the network namespace.
+pub fn is_network_sysctl(key: &str) -> bool {
+    key.starts_with("net.") || key.starts_with("net/")
+}
+
+/// `HOST:IP` or `HOST=IP` (IPv6 bare or in brackets, or `host-gateway`), as
+/// the engine's `HOST:IP`.
+pub fn parse_extra_host(text: &str) -> Result<String, String> {
+    let bad = |why: String| {
+        format!("extra host {text:?}: {why}; write HOST:IP or HOST=IP, e.g. db.local:10.0.0.2 or db6.local=::1")
+    };
+    let (host, ip) = text
+        .split_once('=')
+        .or_else(|| text.split_once(':'))
+        .ok_or_else(|| bad("there is no IP address".to_owned()))?;
+    if host.is_empty()
+        || host.len() > 255
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(bad(format!(
+            "{host:?} is not a host name (letters, digits, . - _)"
+        )));
+    }
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(ip);
+    if ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad(format!("{ip:?} is not an IP address")));
+    }
+    Ok(format!("{host}:{ip}"))
+}
+
+pub fn check_dns_server(text: &str) -> Result<(), String> {
+    match text.parse::<std::net::IpAddr>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "DNS server {text:?} is not an IP address such as 10.0.0.53 or fd00::53"
+        )),
+    }
+}
+
+/// The resource limits the engine knows by name.
+pub const ULIMITS: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// `SOFT:HARD` or `N` (both limits), whole numbers ≥ 0 or -1 for unlimited.
+pub fn parse_ulimit(name: &str, text: &str) -> Result<Ulimit, String> {
+    if !ULIMITS.contains(&name) {
+        return Err(format!(
+            "ulimit {name:?} is not one the engine knows; use one of {}",
+            ULIMITS.join(", ")
+        ));
+    }
+    let limit = |t: &str| {
+        match t.parse::<i64>() {
+        Ok(n) if n >= -1 => Ok(n),
+        _ => Err(format!(
+            "ulimit {name} {text:?} is not SOFT:HARD or N: whole numbers ≥ 0, or -1 for unlimited, e.g. \"1024:4096\" or \"1024\""
+        )),
+    }
+    };
+    let (soft, hard) = match text.split_once(':') {
+        Some((s, h)) => (limit(s)?, limit(h)?),
+        None => (limit(text)?, limit(text)?),
+    };
+    // -1 (unlimited) is above every number.
+    let rank = |n: i64| u64::try_from(n).unwrap_or(u64::MAX);
+    if rank(soft) > rank(hard) {
+        return Err(format!(
+            "ulimit {name} {text:?}: the soft limit is above the hard limit; the soft limit must be at most the hard one"
+        ));
+    }
+    Ok(Ulimit { soft, hard })
+}
+
+/// The size of `/dev/shm` in bytes: more than 0, and within the engine's i64.
+pub fn check_shm_size(bytes: u64) -> Result<u64, String> {
+    if bytes == 0 || bytes > i64::MAX as u64 {
+        Err(format!(
+            "{bytes} is not a size of /dev/shm; give bytes, at least 1, e.g. 67108864 (64 MiB)"
+        ))
+    } else {
+        Ok(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,6 +991,204 @@ mod tests {
             assert!(e.contains("is longer than 2562047 hours"), "{text}: {e}");
         }
         assert_eq!(parse_go_duration("2562047h").unwrap(), MAX_DURATION);
+    }
+
+    #[test]
+    fn stop_signals_are_the_engines_names_or_numbers() {
+        for ok in [
+            "SIGTERM",
+            "SIGQUIT",
+            "sigusr1",
+            "TERM",
+            "SIGRTMIN",
+            "SIGRTMIN+3",
+            "SIGRTMIN+15",
+            "SIGRTMAX-14",
+            "SIGRTMAX",
+            "1",
+            "9",
+            "64",
+        ] {
+            assert_eq!(check_stop_signal(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "SIG",
+            "SIGFOO",
+            "0",
+            "65",
+            "-9",
+            "SIGRTMIN+0",
+            "SIGRTMIN+16",
+            "SIGRTMIN+03",
+            "SIGRTMAX-15",
+            "SIG TERM",
+            "SIGTERM\n",
+        ] {
+            let e = check_stop_signal(bad).unwrap_err();
+            assert!(
+                e.ends_with("is not a signal; use a name such as SIGTERM, SIGQUIT or SIGRTMIN+3 (SIG and lower case also work) or a number 1-64"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn grace_periods_fit_the_stop_request() {
+        assert_eq!(check_stop_grace_period(0), Ok(Duration::ZERO));
+        assert_eq!(
+            check_stop_grace_period(2_147_483_647),
+            Ok(Duration::from_secs(2_147_483_647))
+        );
+        let e = check_stop_grace_period(2_147_483_648).unwrap_err();
+        assert!(
+            e.contains("longer than the engine's stop timeout can be"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sysctl_names_are_kernel_parameter_paths() {
+        for ok in [
+            "net.core.somaxconn",
+            "net/ipv4/ip_forward",
+            "net.ipv4.conf.eth0/100.forwarding",
+            "kernel.shm_rmid_forced",
+            "net.ipv6.conf.all.disable_ipv6",
+            "fs.mqueue.msg_max",
+        ] {
+            assert_eq!(check_sysctl(ok, "1"), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "net..core",
+            "net.core.",
+            "/net/core",
+            "net/../../etc/passwd",
+            "Net.core",
+            "net.core somaxconn",
+            "net.core=1",
+        ] {
+            let e = check_sysctl(bad, "1").unwrap_err();
+            assert!(e.contains("is not a kernel parameter name"), "{bad}: {e}");
+        }
+        assert!(check_sysctl("net.core.somaxconn", "")
+            .unwrap_err()
+            .contains("has an empty value"));
+        assert!(is_network_sysctl("net.core.somaxconn") && is_network_sysctl("net/core/x"));
+        assert!(!is_network_sysctl("kernel.shmmax") && !is_network_sysctl("netfoo.x"));
+    }
+
+    #[test]
+    fn extra_hosts_become_the_engines_host_colon_ip() {
+        for (text, engine) in [
+            ("db:10.0.0.2", "db:10.0.0.2"),
+            ("db=10.0.0.2", "db:10.0.0.2"),
+            ("db6:::1", "db6:::1"),
+            ("db6=::1", "db6:::1"),
+            ("db6=[fd00::1]", "db6:fd00::1"),
+            ("db6:[fd00::1]", "db6:fd00::1"),
+            (
+                "host.docker.internal:host-gateway",
+                "host.docker.internal:host-gateway",
+            ),
+            ("my_host-1.local=192.168.1.1", "my_host-1.local:192.168.1.1"),
+        ] {
+            assert_eq!(parse_extra_host(text).as_deref(), Ok(engine), "{text}");
+        }
+        for (bad, why) in [
+            ("db", "there is no IP address"),
+            ("db:", "\"\" is not an IP address"),
+            ("db:10.0.0", "\"10.0.0\" is not an IP address"),
+            ("db=fe80::1%eth0", "is not an IP address"),
+            (":10.0.0.1", "\"\" is not a host name"),
+            ("a/b:10.0.0.1", "\"a/b\" is not a host name"),
+        ] {
+            let e = parse_extra_host(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("extra host {bad:?}: "))
+                    && e.contains(why)
+                    && e.ends_with(
+                        "; write HOST:IP or HOST=IP, e.g. db.local:10.0.0.2 or db6.local=::1"
+                    ),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_servers_are_ip_addresses() {
+        for ok in ["10.0.0.53", "fd00::53", "::1"] {
+            assert_eq!(check_dns_server(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "dns.example.com", "10.0.0.53:53", "[fd00::53]"] {
+            let e = check_dns_server(bad).unwrap_err();
+            assert!(
+                e.contains("is not an IP address such as 10.0.0.53 or fd00::53"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn ulimits_have_the_engines_names_and_soft_at_most_hard() {
+        let limit = |name: &str, text: &str| parse_ulimit(name, text).map(|u| (u.soft, u.hard));
+        assert_eq!(limit("nofile", "1024:4096"), Ok((1024, 4096)));
+        assert_eq!(limit("nproc", "512"), Ok((512, 512)));
+        assert_eq!(limit("core", "0"), Ok((0, 0)));
+        assert_eq!(limit("memlock", "-1"), Ok((-1, -1)));
+        assert_eq!(
+            limit("memlock", "1024:-1"),
+            Ok((1024, -1)),
+            "-1 is unlimited"
+        );
+        for name in ULIMITS {
+            assert!(limit(name, "1:2").is_ok(), "{name}");
+        }
+        let e = parse_ulimit("openfiles", "1").unwrap_err();
+        assert!(
+            e.starts_with("ulimit \"openfiles\" is not one the engine knows; use one of as, core,"),
+            "{e}"
+        );
+        for bad in [
+            "",
+            "x",
+            "1:",
+            ":1",
+            "1:2:3",
+            "-2",
+            "1.5",
+            "1 :2",
+            "99999999999999999999",
+        ] {
+            let e = parse_ulimit("nofile", bad).unwrap_err();
+            assert!(
+                e.contains("is not SOFT:HARD or N: whole numbers ≥ 0, or -1 for unlimited"),
+                "{bad}: {e}"
+            );
+        }
+        for bad in ["2:1", "-1:1024"] {
+            let e = parse_ulimit("nofile", bad).unwrap_err();
+            assert!(
+                e.contains("the soft limit is above the hard limit"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn shm_sizes_are_positive_and_fit_the_engine() {
+        assert_eq!(check_shm_size(1), Ok(1));
+        assert_eq!(check_shm_size(64 << 20), Ok(64 << 20));
+        assert_eq!(check_shm_size(i64::MAX as u64), Ok(i64::MAX as u64));
+        for bad in [0, i64::MAX as u64 + 1, u64::MAX] {
+            let e = check_shm_size(bad).unwrap_err();
+            assert!(
+                e.contains("is not a size of /dev/shm; give bytes, at least 1"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// A string as it is, a number as its JSON text; `None` for anything else.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 impl<'a> Object<'a> {
     pub fn new(map: &'a Map<String, Value>, at: Path) -> Object<'a> {
         Object {
@@ -83,10 +92,26 @@ impl<'a> Object<'a> {
     }
 
     pub fn optional_bool(&mut self, key: &'static str) -> Result<bool> {
+        Ok(self.optional_flag(key)?.unwrap_or(false))
+    }
+
+    /// A boolean that may be absent (`None`: the engine's default).
+    pub fn optional_flag(&mut self, key: &'static str) -> Result<Option<bool>> {
         match self.get(key) {
-            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(v) => Err(self.wrong(key, "true or false", v)),
-            None => Ok(false),
+            None => Ok(None),
+        }
+    }
+
+    /// A string, or a number as its JSON text (`9` → `"9"`), for values
+    /// that compose writes either way.
+    pub fn optional_str_or_number(&mut self, key: &'static str) -> Result<Option<String>> {
+        match self.get(key) {
+            Some(v) => scalar_text(v)
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a string or a number", v)),
+            None => Ok(None),
         }
     }
 
@@ -170,6 +195,27 @@ impl<'a> Object<'a> {
                 other => Err(SpecError::invalid(
                     &obj.path(k),
                     format!("must be a string, found {}", kind(other)),
+                )),
+            })
+            .collect()
+    }
+
+    /// An object of strings or numbers (numbers as their JSON text):
+    /// `{"nofile": "1024:4096", "nproc": 512}`.
+    pub fn optional_scalar_map(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Vec<(Path, &'a str, String)>> {
+        let Some(obj) = self.optional_object(key)? else {
+            return Ok(Vec::new());
+        };
+        obj.map
+            .iter()
+            .map(|(k, v)| match scalar_text(v) {
+                Some(text) => Ok((obj.path(k), k.as_str(), text)),
+                None => Err(SpecError::invalid(
+                    &obj.path(k),
+                    format!("must be a string or a number, found {}", kind(v)),
                 )),
             })
             .collect()

@@ -324,9 +324,69 @@ fn parse_container(name: &str, mut c: Object<'_>) -> Result<ContainerSpec> {
             Condition::parse(condition).map_err(invalid(&at))?,
         );
     }
+    parse_compose_keys(&mut spec, &mut c)?;
     check_mount_targets(&spec, c.at())?;
     c.finish()?;
     Ok(spec)
+}
+
+/// The process, kernel and name-resolution keys compose files use.
+fn parse_compose_keys(spec: &mut ContainerSpec, c: &mut Object<'_>) -> Result<()> {
+    let signal_at = c.path("stop_signal");
+    if let Some(signal) = c.optional_str_or_number("stop_signal")? {
+        container::check_stop_signal(&signal).map_err(invalid(&signal_at))?;
+        spec.stop_signal = Some(signal);
+    }
+    let grace_at = c.path("stop_grace_period_seconds");
+    if let Some(s) = c.optional_u64("stop_grace_period_seconds")? {
+        spec.stop_grace_period =
+            Some(container::check_stop_grace_period(s).map_err(invalid(&grace_at))?);
+    }
+    for (at, k, v) in c.optional_string_map("sysctls")? {
+        container::check_sysctl(k, v).map_err(invalid(&at))?;
+        if container::is_network_sysctl(k) && spec.host_network() {
+            return Err(SpecError::invalid(
+                &at,
+                format!("sysctl {k:?} would change the host's network stack (network_mode host), which the engine refuses; drop it or use another network mode"),
+            ));
+        }
+        spec.sysctls.insert(k.to_owned(), v.to_owned());
+    }
+    spec.init = c.optional_flag("init")?;
+    for (at, h) in c.optional_strings("extra_hosts")?.unwrap_or_default() {
+        spec.extra_hosts
+            .push(container::parse_extra_host(h).map_err(invalid(&at))?);
+    }
+    for (at, d) in c.optional_strings("dns")?.unwrap_or_default() {
+        container::check_dns_server(d).map_err(invalid(&at))?;
+        spec.dns.push(d.to_owned());
+    }
+    if let Some(joined) = spec
+        .network_mode
+        .as_deref()
+        .filter(|m| m.starts_with("container:"))
+    {
+        for (key, set) in [
+            ("extra_hosts", !spec.extra_hosts.is_empty()),
+            ("dns", !spec.dns.is_empty()),
+        ] {
+            if set {
+                return Err(SpecError::invalid(
+                    &c.path(key),
+                    format!("cannot be combined with network_mode {joined:?}, which takes that container's name resolution (the engine refuses both); set it on that container"),
+                ));
+            }
+        }
+    }
+    for (at, name, text) in c.optional_scalar_map("ulimits")? {
+        let limit = container::parse_ulimit(name, &text).map_err(invalid(&at))?;
+        spec.ulimits.insert(name.to_owned(), limit);
+    }
+    let shm_at = c.path("shm_size_bytes");
+    if let Some(b) = c.optional_u64("shm_size_bytes")? {
+        spec.shm_size_bytes = Some(container::check_shm_size(b).map_err(invalid(&shm_at))?);
+    }
+    Ok(())
 }
 
 /// Every dependency names another container of the release.

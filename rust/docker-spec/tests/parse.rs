@@ -790,3 +790,195 @@ fn every_bad_dependency_names_where_and_what() {
         assert_eq!(got, format!("artifact meta-data at {want}"), "for {meta}");
     }
 }
+
+/// Every key a container had before the compose keys, as one document.
+fn every_older_container_key() -> Value {
+    json!({"docker-stack": {"format": 1, "stack": "web", "start_order": ["db", "web"],
+    "purge_on_deploy": ["dbdata"],
+    "containers": {
+     "db": {"image": img("127.0.0.1:5000/stacks/db:15", D1), "size": 1000,
+       "command": ["postgres", "-c", "fsync=on"], "entrypoint": ["/entry"], "env": {"A": "1"},
+       "binds": ["/data/db:/var/lib/db:rw"], "volumes": ["dbdata:/data:rw", "shared:/shared:ro"],
+       "tmpfs": {"/run": "size=8m"}, "ports": ["5432:5432/tcp", "127.0.0.1:9187:9187"],
+       "network_mode": "none", "restart": "on-failure:5", "privileged": true,
+       "cap_add": ["NET_ADMIN"], "cap_drop": ["ALL"], "devices": ["/dev/ttyS0:/dev/ttyS0:rw"],
+       "labels": {"com.example.team": "core"},
+       "healthcheck": {"test": ["CMD-SHELL", "pg_isready"], "interval_seconds": 5,
+                       "timeout_seconds": 2, "retries": 3, "start_period_seconds": 10},
+       "user": "999:999", "workdir": "/srv", "hostname": "db", "tty": true, "stdin_open": true,
+       "read_only": true, "log": {"driver": "json-file", "options": {"max-size": "1m"}},
+       "memory_bytes": 67108864, "cpus": 1.5},
+     "web": {"image": img("web", D2)}
+    }}})
+}
+
+#[test]
+fn containers_without_the_compose_keys_serialise_byte_for_byte_as_before() {
+    // The module keeps an unchanged running container by a hash of this
+    // form (io.mender.composable.spec): containers deployed before the
+    // compose keys existed must hash the same. The literals are what the
+    // module printed before them.
+    let r = parse(&every_older_container_key()).unwrap();
+    let json: Vec<String> = r
+        .containers
+        .iter()
+        .map(|c| serde_json::to_string(c).unwrap())
+        .collect();
+    assert_eq!(
+        json[0],
+        r#"{"name":"db","image":{"repository":"127.0.0.1:5000/stacks/db","tag":"15","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111"},"size":1000,"command":["postgres","-c","fsync=on"],"entrypoint":["/entry"],"env":{"A":"1"},"binds":[{"source":"/data/db","target":"/var/lib/db","options":"rw"}],"volumes":[{"name":"dbdata","target":"/data","read_only":false,"purge_on_deploy":true},{"name":"shared","target":"/shared","read_only":true,"purge_on_deploy":false}],"tmpfs":{"/run":"size=8m"},"ports":[{"host_ip":null,"host_port":5432,"container_port":5432,"protocol":"tcp"},{"host_ip":"127.0.0.1","host_port":9187,"container_port":9187,"protocol":"tcp"}],"network_mode":"none","restart":{"OnFailure":5},"privileged":true,"cap_add":["NET_ADMIN"],"cap_drop":["ALL"],"devices":[{"host":"/dev/ttyS0","container":"/dev/ttyS0","permissions":"rw"}],"labels":{"com.example.team":"core"},"healthcheck":{"test":["CMD-SHELL","pg_isready"],"interval":{"secs":5,"nanos":0},"timeout":{"secs":2,"nanos":0},"start_period":{"secs":10,"nanos":0},"retries":3},"user":"999:999","workdir":"/srv","hostname":"db","tty":true,"open_stdin":true,"read_only":true,"log":{"driver":"json-file","options":{"max-size":"1m"}},"memory_bytes":67108864,"nano_cpus":1500000000}"#
+    );
+    assert_eq!(
+        json[1],
+        r#"{"name":"web","image":{"repository":"web","tag":null,"digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222"},"size":null,"command":null,"entrypoint":null,"env":{},"binds":[],"volumes":[],"tmpfs":{},"ports":[],"network_mode":null,"restart":"No","privileged":false,"cap_add":[],"cap_drop":[],"devices":[],"labels":{},"healthcheck":null,"user":null,"workdir":null,"hostname":null,"tty":false,"open_stdin":false,"read_only":false,"log":null,"memory_bytes":null,"nano_cpus":null}"#
+    );
+}
+
+#[test]
+fn the_compose_keys_parse_into_the_container_and_change_its_serialised_form() {
+    let meta = stack(json!({"app": {"image": img("app", D1),
+        "stop_signal": "SIGRTMIN+3", "stop_grace_period_seconds": 30,
+        "sysctls": {"net.core.somaxconn": "1024", "kernel.shmmax": "68719476736"},
+        "init": true,
+        "extra_hosts": ["db.local:10.0.0.2", "v6.local=::1", "b6.local=[fd00::2]", "gw:host-gateway"],
+        "dns": ["10.0.0.53", "fd00::53"],
+        "ulimits": {"nofile": "1024:4096", "nproc": 512, "memlock": "-1", "core": "0"},
+        "shm_size_bytes": 67108864}}));
+    assert_mender_lists(&meta);
+    let c = &parse(&meta).unwrap().containers[0];
+    assert_eq!(c.stop_signal.as_deref(), Some("SIGRTMIN+3"));
+    assert_eq!(
+        c.stop_grace_period,
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert_eq!(c.sysctls["net.core.somaxconn"], "1024");
+    assert_eq!(c.init, Some(true));
+    assert_eq!(
+        c.extra_hosts,
+        [
+            "db.local:10.0.0.2",
+            "v6.local:::1",
+            "b6.local:fd00::2",
+            "gw:host-gateway"
+        ]
+    );
+    assert_eq!(c.dns, ["10.0.0.53", "fd00::53"]);
+    let limit = |name: &str| (c.ulimits[name].soft, c.ulimits[name].hard);
+    assert_eq!(limit("nofile"), (1024, 4096));
+    assert_eq!(limit("nproc"), (512, 512), "a JSON number is N");
+    assert_eq!(limit("memlock"), (-1, -1), "-1 is unlimited");
+    assert_eq!(limit("core"), (0, 0));
+    assert_eq!(c.shm_size_bytes, Some(64 << 20));
+    let form = serde_json::to_string(c).unwrap();
+    for key in [
+        "stop_signal",
+        "stop_grace_period",
+        "sysctls",
+        "init",
+        "extra_hosts",
+        "dns",
+        "ulimits",
+        "shm_size_bytes",
+    ] {
+        assert!(form.contains(&format!("\"{key}\":")), "{key} in {form}");
+    }
+
+    // A number is a signal too; init: false is kept (it overrides an
+    // engine configured to add an init); a zero grace period is a value.
+    let meta = stack(json!({"app": {"image": img("app", D1), "stop_signal": 3,
+        "init": false, "stop_grace_period_seconds": 0}}));
+    let c = &parse(&meta).unwrap().containers[0];
+    assert_eq!(c.stop_signal.as_deref(), Some("3"));
+    assert_eq!(c.init, Some(false));
+    assert_eq!(c.stop_grace_period, Some(std::time::Duration::ZERO));
+}
+
+#[test]
+fn every_bad_compose_key_names_the_container_the_key_and_what_is_accepted() {
+    let with = |fields: Value| {
+        let mut c = json!({"image": img("app", D1)});
+        for (k, v) in fields.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        stack(json!({"app": c}))
+    };
+    let at = "artifact meta-data at docker-stack.containers.app.";
+    let cases: Vec<(Value, String)> = vec![
+        (
+            json!({"stop_signal": "SIGFOO"}),
+            format!("{at}stop_signal: \"SIGFOO\" is not a signal; use a name such as SIGTERM, SIGQUIT or SIGRTMIN+3 (SIG and lower case also work) or a number 1-64"),
+        ),
+        (json!({"stop_signal": "65"}), format!("{at}stop_signal: \"65\" is not a signal")),
+        (json!({"stop_signal": 0}), format!("{at}stop_signal: \"0\" is not a signal")),
+        (json!({"stop_signal": "SIGRTMIN+16"}), format!("{at}stop_signal: \"SIGRTMIN+16\" is not a signal")),
+        (json!({"stop_signal": ["SIGTERM"]}), format!("{at}stop_signal: must be a string or a number, found an array")),
+        (json!({"stop_grace_period_seconds": -1}), format!("{at}stop_grace_period_seconds: must be a whole number ≥ 0, found a number")),
+        (json!({"stop_grace_period_seconds": "10s"}), format!("{at}stop_grace_period_seconds: must be a whole number ≥ 0, found a string")),
+        (
+            json!({"stop_grace_period_seconds": 2_147_483_648_u64}),
+            format!("{at}stop_grace_period_seconds: 2147483648 seconds is longer than the engine's stop timeout can be (2147483647); give whole seconds such as 10 or 30"),
+        ),
+        (
+            json!({"sysctls": {"": "1"}}),
+            format!("{at}sysctls[\"\"]: sysctl \"\" is not a kernel parameter name: parts of a-z 0-9 _ - joined by . or /, e.g. net.core.somaxconn"),
+        ),
+        (json!({"sysctls": {"Net.Core": "1"}}), format!("{at}sysctls[\"Net.Core\"]: sysctl \"Net.Core\" is not a kernel parameter name")),
+        (json!({"sysctls": {"net/../../etc": "1"}}), format!("{at}sysctls[\"net/../../etc\"]: sysctl \"net/../../etc\" is not a kernel parameter name")),
+        (json!({"sysctls": {"net.core somaxconn": "1"}}), format!("{at}sysctls[\"net.core somaxconn\"]: sysctl")),
+        (json!({"sysctls": {"net.core.somaxconn": 1024}}), format!("{at}sysctls[\"net.core.somaxconn\"]: must be a string, found a number")),
+        (json!({"sysctls": {"net.core.somaxconn": ""}}), format!("{at}sysctls[\"net.core.somaxconn\"]: sysctl \"net.core.somaxconn\" has an empty value; give the value to write, e.g. \"1024\"")),
+        (json!({"sysctls": ["net.core.somaxconn=1024"]}), format!("{at}sysctls: must be an object, found an array")),
+        (
+            json!({"network_mode": "host", "sysctls": {"net.ipv4.ip_forward": "1"}}),
+            format!("{at}sysctls[\"net.ipv4.ip_forward\"]: sysctl \"net.ipv4.ip_forward\" would change the host's network stack (network_mode host), which the engine refuses; drop it or use another network mode"),
+        ),
+        (json!({"init": "yes"}), format!("{at}init: must be true or false, found a string")),
+        (
+            json!({"extra_hosts": ["db.local"]}),
+            format!("{at}extra_hosts[0]: extra host \"db.local\": there is no IP address; write HOST:IP or HOST=IP, e.g. db.local:10.0.0.2 or db6.local=::1"),
+        ),
+        (json!({"extra_hosts": ["db.local:10.0.0.300"]}), format!("{at}extra_hosts[0]: extra host \"db.local:10.0.0.300\": \"10.0.0.300\" is not an IP address; write HOST:IP")),
+        (json!({"extra_hosts": [":10.0.0.1"]}), format!("{at}extra_hosts[0]: extra host \":10.0.0.1\": \"\" is not a host name (letters, digits, . - _)")),
+        (json!({"extra_hosts": ["a b:10.0.0.1"]}), format!("{at}extra_hosts[0]: extra host \"a b:10.0.0.1\": \"a b\" is not a host name")),
+        (json!({"extra_hosts": {"db.local": "10.0.0.2"}}), format!("{at}extra_hosts: must be an array, found an object")),
+        (json!({"dns": ["dns.example.com"]}), format!("{at}dns[0]: DNS server \"dns.example.com\" is not an IP address such as 10.0.0.53 or fd00::53")),
+        (json!({"dns": "10.0.0.53"}), format!("{at}dns: must be an array, found a string")),
+        (
+            json!({"network_mode": "container:other", "dns": ["10.0.0.53"]}),
+            format!("{at}dns: cannot be combined with network_mode \"container:other\", which takes that container's name resolution (the engine refuses both); set it on that container"),
+        ),
+        (json!({"network_mode": "container:other", "extra_hosts": ["a:10.0.0.1"]}), format!("{at}extra_hosts: cannot be combined with network_mode \"container:other\"")),
+        (
+            json!({"ulimits": {"files": "1024"}}),
+            format!("{at}ulimits.files: ulimit \"files\" is not one the engine knows; use one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack"),
+        ),
+        (
+            json!({"ulimits": {"nofile": "4096:1024"}}),
+            format!("{at}ulimits.nofile: ulimit nofile \"4096:1024\": the soft limit is above the hard limit; the soft limit must be at most the hard one"),
+        ),
+        (json!({"ulimits": {"nofile": "-1:1024"}}), format!("{at}ulimits.nofile: ulimit nofile \"-1:1024\": the soft limit is above the hard limit")),
+        (
+            json!({"ulimits": {"nofile": "lots"}}),
+            format!("{at}ulimits.nofile: ulimit nofile \"lots\" is not SOFT:HARD or N: whole numbers ≥ 0, or -1 for unlimited, e.g. \"1024:4096\" or \"1024\""),
+        ),
+        (json!({"ulimits": {"nofile": "1:2:3"}}), format!("{at}ulimits.nofile: ulimit nofile \"1:2:3\" is not SOFT:HARD or N")),
+        (json!({"ulimits": {"nofile": -2}}), format!("{at}ulimits.nofile: ulimit nofile \"-2\" is not SOFT:HARD or N")),
+        (json!({"ulimits": {"nofile": 1.5}}), format!("{at}ulimits.nofile: ulimit nofile \"1.5\" is not SOFT:HARD or N")),
+        (json!({"ulimits": {"nofile": {"soft": 1, "hard": 2}}}), format!("{at}ulimits.nofile: must be a string or a number, found an object")),
+        (
+            json!({"shm_size_bytes": 0}),
+            format!("{at}shm_size_bytes: 0 is not a size of /dev/shm; give bytes, at least 1, e.g. 67108864 (64 MiB)"),
+        ),
+        (json!({"shm_size_bytes": "64m"}), format!("{at}shm_size_bytes: must be a whole number ≥ 0, found a string")),
+        (json!({"shm_size_bytes": u64::MAX}), format!("{at}shm_size_bytes: {} is not a size of /dev/shm", u64::MAX)),
+        (json!({"stop_grace_period": 10}), format!("{at}stop_grace_period: unknown key \"stop_grace_period\"; the keys allowed here are")),
+        (json!({"shm_size": 10}), format!("{at}shm_size: unknown key")),
+    ];
+    for (fields, want) in cases {
+        let e = err(with(fields.clone()));
+        assert!(
+            e.starts_with(&want),
+            "for {fields}:\n  got:  {e}\n  want: {want}…"
+        );
+    }
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, DeviceMapping, HealthConfig, HealthStatusEnum,
-    HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptions,
@@ -324,6 +325,28 @@ pub fn create_body(spec: &ContainerSpec, labels: &HashMap<String, String>) -> Co
             .memory_bytes
             .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
         nano_cpus: spec.nano_cpus.map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+        sysctls: (!spec.sysctls.is_empty()).then(|| {
+            spec.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        init: spec.init,
+        extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
+        dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+        ulimits: (!spec.ulimits.is_empty()).then(|| {
+            spec.ulimits
+                .iter()
+                .map(|(name, l)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(l.soft),
+                    hard: Some(l.hard),
+                })
+                .collect()
+        }),
+        shm_size: spec
+            .shm_size_bytes
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -347,6 +370,12 @@ pub fn create_body(spec: &ContainerSpec, labels: &HashMap<String, String>) -> Co
             retries: h.retries.map(i64::from),
             start_interval: None,
         }),
+        stop_signal: spec.stop_signal.clone(),
+        // The engine keeps it as the container's own stop timeout, which
+        // `stop_all` reads back for the module's stops.
+        stop_timeout: spec
+            .stop_grace_period
+            .map(|g| i64::try_from(g.as_secs()).unwrap_or(i64::MAX)),
         host_config: Some(host_config),
         ..Default::default()
     }
@@ -601,11 +630,31 @@ impl Engine for DockerEngine {
     }
 
     fn stop_all(&mut self, targets: &[String], timeout: Duration) -> Vec<Result<()>> {
-        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let docker = &self.docker;
+        let request_timeout = self.timeout;
         self.runtime
             .block_on(join_all(targets.iter().map(|t| async move {
+                // A container created with its own grace period
+                // (stop_grace_period_seconds) carries it as the engine's
+                // Config.StopTimeout, foreign ones as `docker run
+                // --stop-timeout` set it: that wins over the default. A
+                // failed inspect leaves the default; the stop says what is
+                // wrong.
+                let grace = match docker.inspect_container(t, None).await {
+                    Ok(c) => c
+                        .config
+                        .and_then(|c| c.stop_timeout)
+                        .and_then(|s| u64::try_from(s).ok())
+                        .map_or(timeout, Duration::from_secs),
+                    Err(_) => timeout,
+                };
+                let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
                 let options = StopContainerOptionsBuilder::default().t(secs).build();
+                // The request may last the grace period: as much longer than
+                // usual as the grace period is longer than the default.
+                let docker = docker
+                    .clone()
+                    .with_timeout(request_timeout + grace.saturating_sub(timeout));
                 match docker.stop_container(t, Some(options)).await {
                     // 304: already stopped.
                     Err(BollardError::DockerResponseServerError {
@@ -720,5 +769,62 @@ impl Engine for DockerEngine {
             .ok()
             .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64));
         Ok(DataRoot { path, free_bytes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// The create request as the engine receives it.
+    fn wire(container: Value) -> Value {
+        let meta = json!({"docker-stack": {"format": 1, "stack": "web", "containers": {"web": container}}});
+        let release = docker_spec::parse(&meta).unwrap();
+        serde_json::to_value(create_body(&release.containers[0], &HashMap::new())).unwrap()
+    }
+
+    const IMAGE: &str =
+        "app@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn the_compose_keys_reach_the_engines_create_request() {
+        let body = wire(json!({"image": IMAGE,
+            "stop_signal": "SIGQUIT", "stop_grace_period_seconds": 45,
+            "sysctls": {"net.core.somaxconn": "1024"}, "init": true,
+            "extra_hosts": ["db.local=10.0.0.2", "v6.local:[::1]"], "dns": ["10.0.0.53"],
+            "ulimits": {"nofile": "1024:4096", "nproc": 512}, "shm_size_bytes": 134217728}));
+        assert_eq!(body["StopSignal"], "SIGQUIT");
+        assert_eq!(body["StopTimeout"], 45);
+        let host = &body["HostConfig"];
+        assert_eq!(host["Sysctls"], json!({"net.core.somaxconn": "1024"}));
+        assert_eq!(host["Init"], true);
+        assert_eq!(
+            host["ExtraHosts"],
+            json!(["db.local:10.0.0.2", "v6.local:::1"])
+        );
+        assert_eq!(host["Dns"], json!(["10.0.0.53"]));
+        assert_eq!(
+            host["Ulimits"],
+            json!([{"Name": "nofile", "Soft": 1024, "Hard": 4096},
+                   {"Name": "nproc", "Soft": 512, "Hard": 512}])
+        );
+        assert_eq!(host["ShmSize"], 134217728);
+        assert_eq!(
+            wire(json!({"image": IMAGE, "init": false}))["HostConfig"]["Init"],
+            false,
+            "an explicit false overrides an engine that adds an init"
+        );
+    }
+
+    #[test]
+    fn without_the_compose_keys_the_engine_keeps_its_defaults() {
+        let body = wire(json!({"image": IMAGE}));
+        for key in ["StopSignal", "StopTimeout"] {
+            assert!(body.get(key).is_none(), "{key}: {body}");
+        }
+        for key in ["Sysctls", "Init", "ExtraHosts", "Dns", "Ulimits", "ShmSize"] {
+            assert!(body["HostConfig"].get(key).is_none(), "{key}: {body}");
+        }
     }
 }

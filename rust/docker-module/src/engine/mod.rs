@@ -208,6 +208,9 @@ pub trait Engine {
     /// Creates a container and returns its id.
     fn create(&mut self, request: &CreateRequest) -> Result<String>;
     fn start(&mut self, id_or_name: &str) -> Result<()>;
+    /// Stops a container: its stop signal, then SIGKILL after its own grace
+    /// period (the engine's `Config.StopTimeout`, which
+    /// `stop_grace_period_seconds` sets) or, without one, after `timeout`.
     fn stop(&mut self, id_or_name: &str, timeout: Duration) -> Result<()>;
     /// Starts every target, all requests in flight at once where the engine
     /// allows; one result per target, in order.
