@@ -55,13 +55,27 @@ def dockerd(_session_dockerd):
 
 @pytest.fixture
 def dockerd_factory(bench_prerequisites):
-    """Start extra fresh daemons for this test: `second = dockerd_factory()`; all stopped after it."""
+    """Start extra fresh daemons for this test: `second = dockerd_factory()`; all stopped after it.
+
+    Keywords go to bench.Dockerd, e.g. `dockerd_factory(network_namespace=True)` for bridge networking.
+    """
     with contextlib.ExitStack() as stack:
 
         def start(**kwargs) -> bench.Dockerd:
             return stack.enter_context(bench.Dockerd(**kwargs))
 
         yield start
+
+
+@pytest.fixture
+def bridged_dockerd(dockerd_factory):
+    """A fresh private engine with bridge networking, in a network namespace of its own.
+
+    User-defined networks, aliases and published ports work; reach a published port with
+    `bridged_dockerd.http_get_in_netns(port)` or `bridged_dockerd.netns_run([...])`. Stopped after the
+    test, which destroys the namespace and everything the engine made in it.
+    """
+    return dockerd_factory(network_namespace=True)
 
 
 @pytest.fixture
