@@ -162,7 +162,64 @@ impl Deployer<'_> {
     /// Cleanup: after a commit, remove the old set and prune images; after a
     /// failure, leave nothing of the update behind. Clears the update.
     pub fn cleanup(&mut self) -> Result<()> {
-        self.run_steps(Action::Cleanup, &[]).map(drop)
+        self.run_steps(Action::Cleanup, &[])?;
+        self.prune_networks()
+    }
+
+    /// Removes the stack's networks that none of its containers joins any
+    /// more (after a commit, the previous release's; after a failure, the
+    /// failed one's). One the engine still finds in use is kept and logged.
+    pub(crate) fn prune_networks(&mut self) -> Result<()> {
+        let stack = self.journal.state.stack.clone();
+        let networks = self.engine.stack_networks(&stack)?;
+        if networks.is_empty() {
+            return Ok(());
+        }
+        let containers = self.engine.containers()?;
+        for name in plan::unused_networks(&stack, &networks, &containers) {
+            match self.engine.remove_network(&name) {
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    log!("kept network {name}: still in use ({})", e.message)
+                }
+                other => {
+                    other?;
+                    log!("removed network {name}: no container of stack {stack} joins it");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the release's own networks that are not there yet, labelled
+    /// as the stack's, before any of its containers is created.
+    pub(crate) fn ensure_networks(&mut self, release: &Release) -> Result<()> {
+        let existing: Vec<String> = self
+            .engine
+            .stack_networks(&release.stack)?
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        for n in release.networks.iter().filter(|n| !n.external) {
+            if existing.contains(&n.engine) {
+                continue;
+            }
+            let request = crate::engine::NetworkRequest {
+                name: n.engine.clone(),
+                internal: n.internal,
+                labels: [
+                    (labels::STACK.to_owned(), release.stack.clone()),
+                    (labels::NETWORK.to_owned(), n.key.clone()),
+                ]
+                .into(),
+            };
+            self.engine.create_network(&request)?;
+            log!(
+                "created network {}{}",
+                n.engine,
+                if n.internal { " (internal)" } else { "" }
+            );
+        }
+        Ok(())
     }
 
     /// Puts the previous set back and records that.
@@ -320,6 +377,17 @@ impl Deployer<'_> {
                     };
                     let id = self.engine.create(&request)?;
                     log!("created {name} ({}) from {}", short(&id), spec.image);
+                    // Created on its first network; the engine of Docker 20.10
+                    // (API 1.41) takes one network at create, so the others are
+                    // joined here, before anything starts it. A crash in
+                    // between leaves an install that is restored as a whole.
+                    for (network, aliases) in spec.networks.iter().skip(1) {
+                        self.engine.connect_network(network, &id, aliases)?;
+                        log!(
+                            "connected {name} to network {network} as {}",
+                            aliases.join(", ")
+                        );
+                    }
                     fault::point("after-create");
                 }
                 Op::Start { target } => {

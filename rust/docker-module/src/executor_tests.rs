@@ -51,6 +51,7 @@ fn release(specs: Vec<ContainerSpec>) -> Release {
         start: docker_spec::StartOrder::Sequence,
         containers: specs,
         inline: vec![],
+        networks: vec![],
     }
 }
 
@@ -914,4 +915,166 @@ fn rollback_failure_and_cleanup_write_their_records_with_zero_free_bytes() {
     assert_eq!(j.current.map(|r| r.artifact).as_deref(), Some("web-1"));
     let spare = b.config.state_dir.join(".web.json.spare");
     assert!(!spare.exists(), "the spare is given back with the update");
+}
+
+/// `s` on the stack networks `nets` (engine name, aliases) instead of
+/// network_mode none.
+fn on(mut s: ContainerSpec, nets: &[(&str, &[&str])]) -> ContainerSpec {
+    s.network_mode = None;
+    for (n, aliases) in nets {
+        s.networks.insert(
+            n.to_string(),
+            aliases.iter().map(|a| a.to_string()).collect(),
+        );
+    }
+    s
+}
+
+fn network(key: &str, internal: bool) -> docker_spec::NetworkSpec {
+    docker_spec::NetworkSpec {
+        key: key.into(),
+        engine: docker_spec::NetworkSpec::engine_name("web", key, internal),
+        internal,
+        external: false,
+    }
+}
+
+/// v1: web on front and back, db on back. v2: back turns internal (a new
+/// engine network), web gains an image, and api joins front.
+fn networked() -> (Release, Release) {
+    let mut v1 = release(vec![
+        on(spec("db", '1'), &[("web_back", &["db"])]),
+        on(
+            spec("web", '1'),
+            &[("web_front", &["web"]), ("web_back", &["web"])],
+        ),
+    ]);
+    v1.networks = vec![network("front", false), network("back", false)];
+    let mut v2 = release(vec![
+        on(spec("db", '1'), &[("web_back.internal", &["db"])]),
+        on(
+            spec("web", '2'),
+            &[
+                ("web_front", &["web"]),
+                ("web_back.internal", &["web", "www"]),
+            ],
+        ),
+        on(spec("api", '2'), &[("web_front", &["api"])]),
+    ]);
+    v2.networks = vec![network("front", false), network("back", true)];
+    (v1, v2)
+}
+
+fn networks_of(b: &Bench) -> Vec<String> {
+    b.engine.networks.keys().cloned().collect()
+}
+
+#[test]
+fn stack_networks_come_before_the_switch_stay_for_a_rollback_and_go_after_commit() {
+    let mut b = Bench::new("networks");
+    let (v1, v2) = networked();
+    b.publish(&v1);
+    b.publish(&v2);
+    b.deploy("web-1", &v1);
+    assert_eq!(networks_of(&b), ["web_back", "web_front"]);
+    for n in b.engine.networks.values() {
+        assert_eq!(n[labels::STACK], "web");
+    }
+    // Created on its first network (by name order), joined to the other.
+    let web = b.engine.by_name("web").unwrap().clone();
+    assert_eq!(web.network_mode, "web_back");
+    assert!(b
+        .engine
+        .connected
+        .contains(&("web_front".to_owned(), web.id.clone())));
+    assert_eq!(web.labels[labels::NETWORKS], "web_back,web_front");
+    let before = (b.view(), networks_of(&b));
+
+    // A failed v2 leaves v1 and its networks exactly as they were.
+    b.state("web-2", "web", |d| d.download(&v2, None)).unwrap();
+    b.state("web-2", "web", |d| d.install(&v2, None)).unwrap();
+    assert_eq!(
+        networks_of(&b),
+        ["web_back", "web_back.internal", "web_front"]
+    );
+    b.recover("web-2", "web");
+    assert_eq!((b.view(), networks_of(&b)), before);
+
+    // A committed v2 drops the network only v1 used.
+    b.deploy("web-2", &v2);
+    assert_eq!(networks_of(&b), ["web_back.internal", "web_front"]);
+    assert_eq!(
+        b.engine.by_name("db").unwrap().network_mode,
+        "web_back.internal"
+    );
+}
+
+#[test]
+fn a_failure_at_any_engine_call_of_a_networked_install_is_recovered_in_a_fresh_process() {
+    let (v1, v2) = networked();
+    let mut v2_start_first = v2.clone();
+    v2_start_first.strategy = Strategy::StartFirst;
+    for r2 in [&v2, &v2_start_first] {
+        let mut n = 1;
+        loop {
+            let mut b = Bench::new("netcrash");
+            b.publish(&v1);
+            b.publish(r2);
+            b.deploy("web-1", &v1);
+            let before = (b.view(), networks_of(&b));
+            b.engine.fail_at = Some(b.engine.mutations + n);
+            let failed = match b.state("web-2", "web", |d| d.download(r2, None)) {
+                Err(_) => {
+                    b.engine.fail_at = None;
+                    b.state("web-2", "web", |d| d.cleanup()).unwrap();
+                    true
+                }
+                Ok(()) => {
+                    let install = b.state("web-2", "web", |d| d.install(r2, None));
+                    b.engine.fail_at = None;
+                    b.recover("web-2", "web");
+                    install.is_err()
+                }
+            };
+            assert_eq!(
+                (b.view(), networks_of(&b)),
+                before,
+                "{:?}: failure at mutating call {n}",
+                r2.strategy
+            );
+            if !failed {
+                break;
+            }
+            n += 1;
+        }
+        assert!(n > 8, "{n} engine calls covered");
+    }
+}
+
+#[test]
+fn an_external_network_must_exist_and_is_never_created_or_removed() {
+    let mut b = Bench::new("external");
+    let mut r = release(vec![on(spec("web", '1'), &[("plant-lan", &["web"])])]);
+    r.networks = vec![docker_spec::NetworkSpec {
+        key: "lan".into(),
+        engine: "plant-lan".into(),
+        internal: false,
+        external: true,
+    }];
+    b.publish(&r);
+    let err = b
+        .state("web-1", "web", |d| d.download(&r, None))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "network plant-lan (docker-stack.networks.lan) is external, so the module does not create it, and the engine has no network of that name; create it on the device (docker network create plant-lan) or drop external"
+    );
+    assert!(b.engine.calls.is_empty(), "{:?}", b.engine.calls);
+    b.engine
+        .networks
+        .insert("plant-lan".into(), Default::default());
+    b.deploy("web-1", &r);
+    assert_eq!(b.engine.by_name("web").unwrap().network_mode, "plant-lan");
+    assert_eq!(networks_of(&b), ["plant-lan"], "kept: not the stack's");
 }

@@ -50,6 +50,14 @@ impl Deployer<'_> {
         let containers = self.engine.containers()?;
         crate::policy::enforce(release, self.config, &containers)?;
         plan::install(release, "check", &containers)?;
+        for n in release.networks.iter().filter(|n| n.external) {
+            if !self.engine.network_exists(&n.engine)? {
+                return Err(DeployError::Refused(format!(
+                    "network {} (docker-stack.networks.{}) is external, so the module does not create it, and the engine has no network of that name; create it on the device (docker network create {}) or drop external",
+                    n.engine, n.key, n.engine
+                )));
+            }
+        }
         let (to_load, to_pull): (Vec<&ImageRef>, Vec<&ImageRef>) =
             missing.iter().partition(|i| i.inline);
         self.check_disk(release, &to_pull, &to_load)?;

@@ -24,6 +24,11 @@ pub const ORDER: &str = "io.mender.composable.order";
 /// What it waits for before it starts, `NAME:CONDITION,…` (only when it
 /// depends on something): a rollback starts the old set in the same way.
 pub const DEPENDS_ON: &str = "io.mender.composable.depends-on";
+/// The stack networks it joins (engine names), comma-separated: what a
+/// network still serves is read from these, stopped containers included.
+pub const NETWORKS: &str = "io.mender.composable.networks";
+/// On a network the module created: its key in the docker-stack.
+pub const NETWORK: &str = "io.mender.composable.network";
 /// Engine volumes made fresh for it (purge_on_deploy), comma-separated.
 pub const PURGE_VOLUMES: &str = "io.mender.composable.purge-volumes";
 
@@ -54,6 +59,10 @@ pub fn for_container(
     labels.insert(ORDER.to_owned(), order.to_string());
     if !purge_volumes.is_empty() {
         labels.insert(PURGE_VOLUMES.to_owned(), purge_volumes.join(","));
+    }
+    if !spec.networks.is_empty() {
+        let names: Vec<&str> = spec.networks.keys().map(String::as_str).collect();
+        labels.insert(NETWORKS.to_owned(), names.join(","));
     }
     if !spec.depends_on.is_empty() {
         let deps: Vec<String> = spec

@@ -760,3 +760,23 @@ pub use phases::{apply, next, steps, Action, Facts, Refusal, Step, UpdateFacts};
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+/// The stack's networks (`networks`, all labelled as `stack`'s) that no
+/// container of the stack joins, by the networks label each was created
+/// with: stopped containers count, since a rollback starts them again.
+pub fn unused_networks(
+    stack: &str,
+    networks: &[crate::engine::Network],
+    containers: &[Container],
+) -> Vec<String> {
+    let joined: BTreeSet<&str> = containers
+        .iter()
+        .filter(|c| owner(c, stack) == Owner::Stack)
+        .flat_map(|c| c.label(labels::NETWORKS).unwrap_or_default().split(','))
+        .collect();
+    networks
+        .iter()
+        .filter(|n| !joined.contains(n.name.as_str()))
+        .map(|n| n.name.clone())
+        .collect()
+}

@@ -36,6 +36,7 @@ fn release(specs: Vec<ContainerSpec>, strategy: Strategy, replaces: &[&str]) -> 
         start: docker_spec::StartOrder::Sequence,
         containers: specs,
         inline: vec![],
+        networks: vec![],
     }
 }
 

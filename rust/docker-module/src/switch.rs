@@ -80,6 +80,7 @@ impl Deployer<'_> {
         self.journal.state.update = Some(update);
         self.save("install")?;
         self.journal.reserve()?;
+        self.ensure_networks(release)?;
 
         let timeout = release.health_timeout.unwrap_or(self.config.health_timeout);
         let identity = Identity {

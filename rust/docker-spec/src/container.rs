@@ -82,6 +82,11 @@ pub struct ContainerSpec {
     /// The size of `/dev/shm` in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shm_size_bytes: Option<u64>,
+    /// The stack networks it joins, by engine name, each with the names
+    /// other containers find it by there. The engine name carries the
+    /// network's definition, so a changed network makes a changed container.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, Vec<String>>,
 }
 
 /// A resource limit; -1 is unlimited.
@@ -173,6 +178,7 @@ impl ContainerSpec {
             dns: Vec::new(),
             ulimits: BTreeMap::new(),
             shm_size_bytes: None,
+            networks: BTreeMap::new(),
         }
     }
 
@@ -280,6 +286,34 @@ pub(crate) fn is_engine_name(name: &str, min: usize, max: usize) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A stack network's name in the docker-stack: letters, digits, `_` and
+/// `-` (a `.` in the engine name marks its kind).
+pub fn check_network_key(name: &str) -> Result<(), String> {
+    if (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "network name {name:?} is not valid: 1 to 64 characters, letters, digits, _ -, starting with a letter or digit"
+        ))
+    }
+}
+
+/// A name other containers find this one by on a network.
+pub fn check_alias(alias: &str) -> Result<(), String> {
+    if is_engine_name(alias, 1, 63) {
+        Ok(())
+    } else {
+        Err(format!(
+            "alias {alias:?} is not valid: 1 to 63 characters, letters, digits, _ . -, starting with a letter or digit"
+        ))
+    }
 }
 
 /// The engine's container-name rule, with our length limit.

@@ -122,6 +122,7 @@ pub(crate) fn parse(map: &Map<String, Value>) -> Result<Release> {
         start: crate::StartOrder::Sequence,
         containers,
         inline: Vec::new(),
+        networks: Vec::new(),
     })
 }
 

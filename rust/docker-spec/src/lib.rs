@@ -107,6 +107,33 @@ pub struct Release {
     pub containers: Vec<ContainerSpec>,
     /// Images carried in the artifact's payload files.
     pub inline: Vec<InlineArchive>,
+    /// The networks its containers join.
+    pub networks: Vec<NetworkSpec>,
+}
+
+/// A network of a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// Its name in the docker-stack.
+    pub key: String,
+    /// Its name in the engine: `<stack>_<key>` (`.internal` appended for an
+    /// internal one), or for an external network the name it has there.
+    pub engine: String,
+    /// Without a route out of the host.
+    pub internal: bool,
+    /// Made by someone else: used, never created or removed.
+    pub external: bool,
+}
+
+impl NetworkSpec {
+    /// The engine name of the stack's network `key`.
+    pub fn engine_name(stack: &str, key: &str, internal: bool) -> String {
+        if internal {
+            format!("{stack}_{key}.internal")
+        } else {
+            format!("{stack}_{key}")
+        }
+    }
 }
 
 impl Release {

@@ -9,7 +9,7 @@ use crate::container::{self, Condition, ContainerSpec, Healthcheck, LogConfig, V
 use crate::document::{kind, Object};
 use crate::error::{Path, Result, SpecError};
 use crate::image::ImageRef;
-use crate::{Format, Release, StartOrder, Strategy};
+use crate::{Format, NetworkSpec, Release, StartOrder, Strategy};
 
 pub const KEY: &str = "docker-stack";
 
@@ -118,6 +118,10 @@ pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
     let order = doc.optional_strings("start_order")?;
     let purge = doc.optional_strings("purge_on_deploy")?.unwrap_or_default();
     let inline_items = doc.optional_object("inline")?;
+    let networks = match doc.optional_object("networks")? {
+        Some(o) => parse_networks(stack, o)?,
+        None => Vec::new(),
+    };
     doc.finish()?;
     let map = items.entries();
     if map.is_empty() {
@@ -161,7 +165,11 @@ pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
                 format!("must be an object, found {}", kind(value)),
             ));
         };
-        containers.push(parse_container(name, Object::new(obj, at.clone()))?);
+        containers.push(parse_container(
+            name,
+            Object::new(obj, at.clone()),
+            &networks,
+        )?);
     }
     if let Some((missing, _)) = map.iter().find(|(n, _)| !names.iter().any(|(_, o)| o == n)) {
         return Err(SpecError::invalid(
@@ -215,14 +223,71 @@ pub(crate) fn parse(top: &Map<String, Value>) -> Result<Release> {
         start,
         containers,
         inline,
+        networks,
     })
+}
+
+/// The stack-level `networks`: key → `{"internal": bool}` or
+/// `{"external": true, "name": …}`.
+fn parse_networks(stack: &str, o: Object<'_>) -> Result<Vec<NetworkSpec>> {
+    let mut out = Vec::new();
+    for (key, value) in o.entries() {
+        let at = o.path(key);
+        container::check_network_key(key).map_err(invalid(&at))?;
+        let Value::Object(map) = value else {
+            return Err(SpecError::invalid(
+                &at,
+                format!(
+                    "must be an object ({{}} for a plain bridge), found {}",
+                    kind(value)
+                ),
+            ));
+        };
+        let mut n = Object::new(map, at.clone());
+        let internal = n.optional_bool("internal")?;
+        let external = n.optional_bool("external")?;
+        let name_at = n.path("name");
+        let name = n.optional_str("name")?.map(str::to_owned);
+        n.finish()?;
+        let engine = match (external, name) {
+            (true, Some(name)) => {
+                container::check_object_name("network", &name).map_err(invalid(&name_at))?;
+                name
+            }
+            (true, None) => key.to_owned(),
+            (false, Some(_)) => {
+                return Err(SpecError::invalid(
+                    &name_at,
+                    "is only for external networks: the module names the networks it creates after the stack",
+                ))
+            }
+            (false, None) => NetworkSpec::engine_name(stack, key, internal),
+        };
+        if external && internal {
+            return Err(SpecError::invalid(
+                &at,
+                "an external network is not created by the module, so internal cannot apply; drop one",
+            ));
+        }
+        out.push(NetworkSpec {
+            key: key.to_owned(),
+            engine,
+            internal,
+            external,
+        });
+    }
+    Ok(out)
 }
 
 fn invalid(at: &Path) -> impl Fn(String) -> SpecError + '_ {
     move |p| SpecError::invalid(at, p)
 }
 
-fn parse_container(name: &str, mut c: Object<'_>) -> Result<ContainerSpec> {
+fn parse_container(
+    name: &str,
+    mut c: Object<'_>,
+    networks: &[NetworkSpec],
+) -> Result<ContainerSpec> {
     container::check_container_name(name).map_err(invalid(c.at()))?;
     let image_at = c.path("image");
     let image = ImageRef::parse(c.required_str("image")?).map_err(invalid(&image_at))?;
@@ -325,6 +390,49 @@ fn parse_container(name: &str, mut c: Object<'_>) -> Result<ContainerSpec> {
         );
     }
     parse_compose_keys(&mut spec, &mut c)?;
+    if let Some(joined) = c.optional_object("networks")? {
+        if let Some(mode) = &spec.network_mode {
+            return Err(SpecError::invalid(
+                joined.at(),
+                format!("cannot be combined with network_mode {mode:?}; keep one"),
+            ));
+        }
+        for (key, value) in joined.entries() {
+            let at = joined.path(key);
+            let Some(network) = networks.iter().find(|n| n.key == key) else {
+                return Err(SpecError::invalid(
+                    &at,
+                    format!(
+                        "{key:?} is not one of the stack's networks ({}); declare it in docker-stack.networks",
+                        networks.iter().map(|n| n.key.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            let Value::Array(items) = value else {
+                return Err(SpecError::invalid(
+                    &at,
+                    format!(
+                        "must be a list of aliases ([] for none), found {}",
+                        kind(value)
+                    ),
+                ));
+            };
+            let mut aliases = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let Value::String(alias) = item else {
+                    return Err(SpecError::invalid(
+                        &at.index(i),
+                        format!("must be a string, found {}", kind(item)),
+                    ));
+                };
+                container::check_alias(alias).map_err(invalid(&at.index(i)))?;
+                if !aliases.contains(alias) {
+                    aliases.push(alias.clone());
+                }
+            }
+            spec.networks.insert(network.engine.clone(), aliases);
+        }
+    }
     check_mount_targets(&spec, c.at())?;
     c.finish()?;
     Ok(spec)

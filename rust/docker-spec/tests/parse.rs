@@ -982,3 +982,128 @@ fn every_bad_compose_key_names_the_container_the_key_and_what_is_accepted() {
         );
     }
 }
+
+fn networked(networks: Value, containers: Value) -> Value {
+    json!({"docker-stack": {"format": 1, "stack": "shop", "networks": networks, "containers": containers}})
+}
+
+#[test]
+fn stack_networks_are_named_by_stack_and_kind_and_joined_with_aliases() {
+    let meta = networked(
+        json!({"default": {}, "back": {"internal": true}, "lan": {"external": true, "name": "plant-lan"}, "mgmt": {"external": true}}),
+        json!({
+            "db": {"image": img("db", D1), "networks": {"back": ["db", "database"]}},
+            "web": {"image": img("web", D2), "networks": {"default": ["web"], "back": [], "lan": ["web", "web"]}},
+            "probe": {"image": img("probe", D2), "networks": {"mgmt": []}}
+        }),
+    );
+    assert_mender_lists(&meta);
+    let r = parse(&meta).unwrap();
+    let nets: Vec<(&str, &str, bool, bool)> = r
+        .networks
+        .iter()
+        .map(|n| (n.key.as_str(), n.engine.as_str(), n.internal, n.external))
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            ("back", "shop_back.internal", true, false),
+            ("default", "shop_default", false, false),
+            ("lan", "plant-lan", false, true),
+            ("mgmt", "mgmt", false, true)
+        ]
+    );
+    let web = r.container("web").unwrap();
+    assert_eq!(
+        web.networks,
+        [
+            ("plant-lan".to_string(), vec!["web".to_string()]),
+            ("shop_back.internal".to_string(), vec![]),
+            ("shop_default".to_string(), vec!["web".to_string()]),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert_eq!(
+        r.container("db").unwrap().networks["shop_back.internal"],
+        ["db", "database"]
+    );
+    assert_eq!(web.network_mode, None);
+}
+
+#[test]
+fn a_network_definition_is_part_of_what_its_containers_are() {
+    let with = |internal: bool| {
+        let r = parse(&networked(
+            json!({"back": {"internal": internal}}),
+            json!({"db": {"image": img("db", D1), "networks": {"back": ["db"]}}}),
+        ))
+        .unwrap();
+        serde_json::to_string(r.container("db").unwrap()).unwrap()
+    };
+    assert_ne!(
+        with(false),
+        with(true),
+        "a changed network makes a changed container"
+    );
+}
+
+#[test]
+fn every_bad_network_entry_names_where_and_what() {
+    let c = |networks: Value| json!({"db": {"image": img("db", D1), "networks": networks}});
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            networked(json!({"back.end": {}}), c(json!({}))),
+            "docker-stack.networks[\"back.end\"]: network name \"back.end\" is not valid: 1 to 64 characters, letters, digits, _ -, starting with a letter or digit",
+        ),
+        (
+            networked(json!({"back": []}), c(json!({}))),
+            "docker-stack.networks.back: must be an object ({} for a plain bridge), found an array",
+        ),
+        (
+            networked(json!({"back": {"driver": "overlay"}}), c(json!({}))),
+            "docker-stack.networks.back.driver: unknown key \"driver\"",
+        ),
+        (
+            networked(json!({"back": {"name": "x"}}), c(json!({}))),
+            "docker-stack.networks.back.name: is only for external networks",
+        ),
+        (
+            networked(json!({"back": {"external": true, "internal": true}}), c(json!({}))),
+            "docker-stack.networks.back: an external network is not created by the module, so internal cannot apply; drop one",
+        ),
+        (
+            networked(json!({"back": {"external": true, "name": "-x"}}), c(json!({}))),
+            "docker-stack.networks.back.name: network name \"-x\" is not valid",
+        ),
+        (
+            networked(json!({"back": {}}), c(json!({"front": ["db"]}))),
+            "docker-stack.containers.db.networks.front: \"front\" is not one of the stack's networks (back); declare it in docker-stack.networks",
+        ),
+        (
+            networked(json!({"back": {}}), c(json!({"back": "db"}))),
+            "docker-stack.containers.db.networks.back: must be a list of aliases ([] for none), found a string",
+        ),
+        (
+            networked(json!({"back": {}}), c(json!({"back": ["db", 5]}))),
+            "docker-stack.containers.db.networks.back[1]: must be a string, found a number",
+        ),
+        (
+            networked(json!({"back": {}}), c(json!({"back": ["-db"]}))),
+            "docker-stack.containers.db.networks.back[0]: alias \"-db\" is not valid",
+        ),
+        (
+            networked(json!({"back": {}}), json!({"db": {"image": img("db", D1), "network_mode": "host", "networks": {"back": []}}})),
+            "docker-stack.containers.db.networks: cannot be combined with network_mode \"host\"; keep one",
+        ),
+        (
+            stack(json!({"db": {"image": img("db", D1), "networks": {"back": []}}})),
+            "docker-stack.containers.db.networks.back: \"back\" is not one of the stack's networks ()",
+        ),
+    ];
+    for (meta, want) in cases {
+        let got = err(meta);
+        let want = format!("artifact meta-data at {want}");
+        assert!(got.starts_with(&want), "\n  got:  {got}\n  want: {want}…");
+    }
+}

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, DeviceMapping, HealthConfig, HealthStatusEnum,
-    HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, DeviceMapping, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, HostConfigLogConfig, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptions,
@@ -28,7 +28,7 @@ use tokio::runtime::Runtime;
 
 use super::{
     Container, CreateRequest, Credentials, DataRoot, Engine, EngineError, ErrorKind, Health, Image,
-    ImageEntry, MountUse, Result,
+    ImageEntry, MountUse, Network, NetworkRequest, Result,
 };
 use crate::fault;
 use docker_spec::{ContainerSpec, ImageRef};
@@ -148,6 +148,13 @@ impl DockerEngine {
         })
     }
 
+    fn networks(&self) -> super::network::Client<'_> {
+        super::network::Client {
+            socket: &self.socket,
+            timeout: self.timeout,
+        }
+    }
+
     fn inspect(&self, id_or_name: &str) -> Result<Option<Container>> {
         match self
             .runtime
@@ -243,6 +250,7 @@ fn nanos(d: Option<Duration>) -> Option<i64> {
 
 /// The create body the engine's API takes for one spec.
 pub fn create_body(spec: &ContainerSpec, labels: &HashMap<String, String>) -> ContainerCreateBody {
+    let first_network = spec.networks.iter().next();
     let mut binds: Vec<String> = spec.binds.iter().map(|b| b.to_engine()).collect();
     for v in &spec.volumes {
         binds.push(if v.read_only {
@@ -290,7 +298,11 @@ pub fn create_body(spec: &ContainerSpec, labels: &HashMap<String, String>) -> Co
     let host_config = HostConfig {
         binds: (!binds.is_empty()).then_some(binds),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-        network_mode: spec.network_mode.clone(),
+        // A container on stack networks is created on the first; the
+        // executor connects the others before it starts.
+        network_mode: first_network
+            .map(|(n, _)| n.clone())
+            .or_else(|| spec.network_mode.clone()),
         restart_policy: Some(restart),
         privileged: Some(spec.privileged),
         cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
@@ -377,6 +389,15 @@ pub fn create_body(spec: &ContainerSpec, labels: &HashMap<String, String>) -> Co
             .stop_grace_period
             .map(|g| i64::try_from(g.as_secs()).unwrap_or(i64::MAX)),
         host_config: Some(host_config),
+        networking_config: first_network.map(|(network, aliases)| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.clone(),
+                EndpointSettings {
+                    aliases: Some(aliases.clone()),
+                    ..Default::default()
+                },
+            )])),
+        }),
         ..Default::default()
     }
 }
@@ -749,6 +770,31 @@ impl Engine for DockerEngine {
     /// The engine extracts an archive it loads into `docker-import-*` under
     /// `<data root>/tmp` and removes that when the load has ended, whether
     /// the client is still there or not.
+    fn stack_networks(&mut self, stack: &str) -> Result<Vec<Network>> {
+        self.networks().list(crate::labels::STACK, stack)
+    }
+
+    fn network_exists(&mut self, name: &str) -> Result<bool> {
+        self.networks().exists(name)
+    }
+
+    fn create_network(&mut self, request: &NetworkRequest) -> Result<()> {
+        self.networks().create(request)
+    }
+
+    fn connect_network(
+        &mut self,
+        network: &str,
+        container: &str,
+        aliases: &[String],
+    ) -> Result<()> {
+        self.networks().connect(network, container, aliases)
+    }
+
+    fn remove_network(&mut self, name: &str) -> Result<()> {
+        self.networks().remove(name)
+    }
+
     fn loads_in_progress(&mut self) -> Result<Option<bool>> {
         let tmp = self.root_dir()?.join("tmp");
         let Ok(entries) = std::fs::read_dir(&tmp) else {

@@ -11,7 +11,7 @@ use docker_spec::ImageRef;
 
 use super::{
     Container, CreateRequest, Credentials, DataRoot, Engine, EngineError, ErrorKind, Health, Image,
-    ImageEntry, MountUse, Result,
+    ImageEntry, MountUse, Network, NetworkRequest, Result,
 };
 use crate::labels;
 
@@ -45,6 +45,10 @@ pub struct FakeEngine {
     /// progress for this many more questions, then these images appear.
     pub loading_polls: u32,
     pub late_images: Vec<FakeImage>,
+    /// Networks by name, with their labels.
+    pub networks: BTreeMap<String, BTreeMap<String, String>>,
+    /// (network, container id) attachments made by `connect_network`.
+    pub connected: BTreeSet<(String, String)>,
     next_id: u32,
 }
 
@@ -279,10 +283,24 @@ impl Engine for FakeEngine {
         let mut c = Container::new(&id, &request.name);
         c.labels = request.labels.clone();
         c.image_id = image_id;
-        c.network_mode = spec
-            .network_mode
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        c.network_mode = match spec.networks.keys().next() {
+            // Created on its first network, as the engine would be.
+            Some(first) => {
+                if !self.networks.contains_key(first) {
+                    return Err(EngineError::new(
+                        "create container",
+                        &request.name,
+                        ErrorKind::NotFound,
+                        format!("network {first} not found"),
+                    ));
+                }
+                first.clone()
+            }
+            None => spec
+                .network_mode
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+        };
         c.published = spec
             .published_ports()
             .map(|(p, proto)| (p, proto.to_owned()))
@@ -439,6 +457,85 @@ impl Engine for FakeEngine {
             self.images.extend(late);
         }
         Ok(Some(true))
+    }
+
+    fn stack_networks(&mut self, stack: &str) -> Result<Vec<Network>> {
+        Ok(self
+            .networks
+            .iter()
+            .filter(|(_, labels)| {
+                labels.get(crate::labels::STACK).map(String::as_str) == Some(stack)
+            })
+            .map(|(name, labels)| Network {
+                name: name.clone(),
+                labels: Some(labels.clone()),
+            })
+            .collect())
+    }
+
+    fn network_exists(&mut self, name: &str) -> Result<bool> {
+        Ok(self.networks.contains_key(name))
+    }
+
+    fn create_network(&mut self, request: &NetworkRequest) -> Result<()> {
+        if self.networks.contains_key(&request.name) {
+            return Ok(());
+        }
+        self.mutate(format!("create network {}", request.name))?;
+        self.networks
+            .insert(request.name.clone(), request.labels.clone());
+        Ok(())
+    }
+
+    fn connect_network(
+        &mut self,
+        network: &str,
+        container: &str,
+        _aliases: &[String],
+    ) -> Result<()> {
+        self.mutate(format!("connect {container} {network}"))?;
+        if !self.networks.contains_key(network) {
+            return Err(EngineError::new(
+                "connect",
+                container,
+                ErrorKind::NotFound,
+                "no such network",
+            ));
+        }
+        let id = self
+            .find(container)
+            .map(|i| self.containers[i].id.clone())
+            .ok_or_else(|| {
+                EngineError::new(
+                    "connect",
+                    container,
+                    ErrorKind::NotFound,
+                    "no such container",
+                )
+            })?;
+        self.connected.insert((network.to_owned(), id));
+        Ok(())
+    }
+
+    fn remove_network(&mut self, name: &str) -> Result<()> {
+        if !self.networks.contains_key(name) {
+            return Ok(());
+        }
+        self.mutate(format!("rmn {name}"))?;
+        if self.containers.iter().any(|c| {
+            c.running
+                && (c.network_mode == name
+                    || self.connected.contains(&(name.to_owned(), c.id.clone())))
+        }) {
+            return Err(EngineError::new(
+                "remove network",
+                name,
+                ErrorKind::Conflict,
+                "has active endpoints",
+            ));
+        }
+        self.networks.remove(name);
+        Ok(())
     }
 
     fn remove_volume(&mut self, name: &str) -> Result<()> {

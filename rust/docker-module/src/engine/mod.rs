@@ -6,6 +6,9 @@ pub mod docker;
 #[cfg(test)]
 pub mod fake;
 mod info;
+mod network;
+
+pub use network::{Network, NetworkRequest};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -239,4 +242,14 @@ pub trait Engine {
     /// process started goes on without it); `None` when that cannot be told
     /// from here.
     fn loads_in_progress(&mut self) -> Result<Option<bool>>;
+    /// The networks labelled as `stack`'s.
+    fn stack_networks(&mut self, stack: &str) -> Result<Vec<Network>>;
+    fn network_exists(&mut self, name: &str) -> Result<bool>;
+    /// Creates a bridge network; one of that name already there is success.
+    fn create_network(&mut self, request: &NetworkRequest) -> Result<()>;
+    /// Attaches a container under `aliases`; attached already is success.
+    fn connect_network(&mut self, network: &str, container: &str, aliases: &[String])
+        -> Result<()>;
+    /// Removes a network: gone already is success, in use a conflict.
+    fn remove_network(&mut self, name: &str) -> Result<()>;
 }
