@@ -81,6 +81,10 @@ pub struct Inliner<'r> {
 }
 
 impl<'r> Inliner<'r> {
+    pub fn resolver(&mut self) -> &mut Resolver {
+        self.resolver
+    }
+
     pub fn new(resolver: &'r mut Resolver) -> Inliner<'r> {
         Inliner {
             resolver,

@@ -6,10 +6,12 @@
 //! images travel in the artifact as payload files instead.
 
 mod archive;
+mod compose;
 mod inline;
 mod legacy;
 mod resolve;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +68,16 @@ archives of the same image give the same artifact however they were
 tarred. An image that image-oci (umoci) builds twice is not the same
 image: its config records the build time.
 
+--compose FILE (repeat to merge, later files win) translates a compose
+project into a docker-stack on this machine; the device needs no docker
+compose. Variables come from .env beside the first file and from the
+environment (which wins), as with docker compose. The stack and the
+containers are named as compose names them (<project>-<service>-1, or
+container_name); a service with only build: deploys the image compose tags,
+<project>-<service>, or the one given with --image SERVICE=REF. Keys the
+device cannot honour are refused with their path and what to change; see
+COMPOSE.md beside this generator's sources.
+
 Examples:
   docker-artifact-gen -n web-1.2 -t qemux86-64 --software-version 1.2 \\
       --run-args '-p 8080:80 --restart unless-stopped' \\
@@ -74,9 +86,11 @@ Examples:
       -- -k signing-key.pem
   docker-artifact-gen -n web-1.3 -t qemux86-64 --inline --software-name web \\
       --run-args '--network host' -o web-1.3.mender \\
-      web/app:1.3 oci-archive:tmp/deploy/images/qemux86-64/web-worker-oci.tar",
+      web/app:1.3 oci-archive:tmp/deploy/images/qemux86-64/web-worker-oci.tar
+  docker-artifact-gen -n shop-1.0 -t qemux86-64 --inline --compose compose.yaml \\
+      --project-name shop --software-version 1.0 -o shop-1.0.mender",
     mut_arg("software_name", |a| a.help(
-        "Name in the provide FILESYSTEM.NAME.version [default: the stack, `docker` without --spec]"
+        "Name in the provide FILESYSTEM.NAME.version [default: the stack, `docker` without --spec or --compose]"
     ))
 )]
 struct Args {
@@ -101,8 +115,24 @@ struct Args {
     run_args: Option<String>,
 
     /// A docker-stack meta-data file to use instead of IMAGEs and --run-args
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["images", "run_args"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["images", "run_args", "compose"])]
     spec: Option<PathBuf>,
+
+    /// A compose file to translate into a docker-stack (repeat to merge, later files win)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["images", "run_args"])]
+    compose: Vec<PathBuf>,
+
+    /// The compose project, which names the stack [default: name:, else the first file's directory]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["spec", "images", "run_args"])]
+    project_name: Option<String>,
+
+    /// The image SERVICE deploys, instead of its image: or the name compose tags its build: with
+    #[arg(long = "image", value_name = "SERVICE=REF", conflicts_with_all = ["spec", "images", "run_args"], value_parser = service_image)]
+    service_images: Vec<(String, String)>,
+
+    /// The device's platform (e.g. linux/arm64), against which services' platform: is checked
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with_all = ["spec", "images", "run_args"])]
+    platform: Option<String>,
 
     /// Embed the images as payload files (images.tar, archive files) instead of pulling them
     #[arg(long)]
@@ -110,11 +140,20 @@ struct Args {
 
     /// Container images (legacy meta-data: one container each); with --inline also
     /// docker-archive:PATH or oci-archive:PATH
-    #[arg(value_name = "IMAGE", required_unless_present = "spec")]
+    #[arg(value_name = "IMAGE", required_unless_present_any = ["spec", "compose"])]
     images: Vec<String>,
 
     #[command(flatten)]
     passthrough: Passthrough,
+}
+
+fn service_image(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((service, image)) if !service.is_empty() && !image.is_empty() => {
+            Ok((service.to_owned(), image.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not SERVICE=IMAGE")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -136,6 +175,13 @@ enum Pinning<'r> {
 }
 
 impl Pinning<'_> {
+    fn resolver(&mut self) -> &mut Resolver {
+        match self {
+            Pinning::Registry(resolver) => resolver,
+            Pinning::Inline(inliner) => inliner.resolver(),
+        }
+    }
+
     /// `keep_tag`: keep the informational tag (docker-stack meta-data).
     fn pin(&mut self, image: &str, keep_tag: bool) -> Result<String> {
         match self {
@@ -185,6 +231,51 @@ struct Plan {
     payloads: Vec<Payload>,
 }
 
+/// `--compose`: the files translated into a docker-stack document whose
+/// images are checked against `--platform` and pinned.
+fn compose_meta(args: &Args, pinning: &mut Pinning) -> Result<Value> {
+    let environment: BTreeMap<String, String> = std::env::vars().collect();
+    let translated = compose::load(
+        &args.compose,
+        args.project_name.as_deref(),
+        args.service_images.iter().cloned().collect(),
+        args.platform.clone(),
+        &environment,
+    )?;
+    let mut meta = translated.meta;
+    let containers = meta["docker-stack"]["containers"]
+        .as_object_mut()
+        .expect("the translation writes containers");
+    for (name, c) in containers.iter_mut() {
+        let image = c["image"]
+            .as_str()
+            .expect("the translation writes images")
+            .to_owned();
+        let service = translated.built.get(name);
+        let from_file = Kind::split(&image).is_some();
+        if let (Some(device), false) = (&args.platform, from_file) {
+            if let Some(found) = pinning.resolver().platform(&image)? {
+                if !compose::translate::same_platform(device, &found) {
+                    bail!(
+                        "container {name}: image {image} is {found}, but the device is {device} \
+                         (--platform); build or pull it for {device}"
+                    );
+                }
+            }
+        }
+        let pinned = pinning.pin(&image, true).map_err(|e| match service {
+            Some(service) => anyhow!(
+                "service {service}: its image {image} comes from `build:` and cannot be pinned \
+                 ({e:#}); run `docker compose build`, then pass --inline to carry it, or push it \
+                 and pass --image {service}=REGISTRY/REPOSITORY:TAG"
+            ),
+            None => e.context(format!("container {name}: image")),
+        })?;
+        c["image"] = Value::String(pinned);
+    }
+    Ok(meta)
+}
+
 /// The meta-data and the stack it deploys, validated as the device will.
 fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<Plan> {
     let inline = args.inline;
@@ -194,6 +285,7 @@ fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<Plan> {
         Pinning::Registry(resolver)
     };
     let meta = match &args.spec {
+        None if !args.compose.is_empty() => compose_meta(args, &mut pinning)?,
         Some(path) => {
             let text = fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -224,6 +316,9 @@ fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<Plan> {
     };
     let release = docker_spec::parse(&meta).map_err(|e| match &args.spec {
         Some(path) => anyhow!("{}: {e}", path.display()),
+        None if !args.compose.is_empty() => {
+            anyhow!("the stack translated from the compose files: {e}")
+        }
         None => anyhow!("{e}"),
     })?;
     let Pinning::Inline(inliner) = pinning else {
@@ -234,7 +329,7 @@ fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<Plan> {
         });
     };
     let payloads = inliner.finish();
-    if args.spec.is_some() {
+    if args.spec.is_some() || !args.compose.is_empty() {
         return Ok(Plan {
             meta,
             stack: release.stack,
@@ -439,6 +534,87 @@ mod tests {
             parse(&["-n", "a", "img"]).is_err(),
             "a device type is required"
         );
+    }
+
+    #[test]
+    fn compose_files_take_their_own_options() {
+        let ok = parse(&[
+            "-n",
+            "a",
+            "-t",
+            "x",
+            "--compose",
+            "c.yaml",
+            "--compose",
+            "o.yaml",
+        ])
+        .unwrap();
+        assert_eq!(ok.compose.len(), 2);
+        let ok = parse(&[
+            "-n",
+            "a",
+            "-t",
+            "x",
+            "--compose",
+            "c.yaml",
+            "--project-name",
+            "shop",
+            "--image",
+            "api=registry.local/api:1",
+            "--platform",
+            "linux/arm64",
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.service_images,
+            [("api".to_owned(), "registry.local/api:1".to_owned())]
+        );
+        for bad in [
+            &[
+                "-n",
+                "a",
+                "-t",
+                "x",
+                "--compose",
+                "c.yaml",
+                "--spec",
+                "s.json",
+            ][..],
+            &["-n", "a", "-t", "x", "--compose", "c.yaml", "img"],
+            &[
+                "-n",
+                "a",
+                "-t",
+                "x",
+                "--compose",
+                "c.yaml",
+                "--run-args",
+                "-t",
+            ],
+            &[
+                "-n",
+                "a",
+                "-t",
+                "x",
+                "--compose",
+                "c.yaml",
+                "--image",
+                "api",
+            ],
+            &[
+                "-n",
+                "a",
+                "-t",
+                "x",
+                "--spec",
+                "s.json",
+                "--project-name",
+                "p",
+            ],
+            &["-n", "a", "-t", "x", "--spec", "s.json", "--image", "a=b"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -666,5 +842,6 @@ mod tests {
             help.contains("docker-artifact-gen -n web-1.3 -t qemux86-64 --inline"),
             "{help}"
         );
+        assert!(help.contains("--inline --compose compose.yaml"), "{help}");
     }
 }

@@ -166,6 +166,23 @@ impl Resolver {
         Ok(bytes)
     }
 
+    /// `OS/ARCH[/VARIANT]` of a local image, `None` when the engine does
+    /// not have it.
+    pub fn platform(&mut self, reference: &str) -> Result<Option<String>> {
+        Ok(self.inspect(reference)?.map(|image| {
+            let mut platform = format!(
+                "{}/{}",
+                image.os.unwrap_or_default(),
+                image.architecture.unwrap_or_default()
+            );
+            if let Some(variant) = image.variant.filter(|v| !v.is_empty()) {
+                platform.push('/');
+                platform.push_str(&variant);
+            }
+            platform
+        }))
+    }
+
     /// `None` when the engine does not know `reference`.
     fn inspect(&mut self, reference: &str) -> Result<Option<bollard::models::ImageInspect>> {
         let socket = self.socket.clone();
