@@ -48,11 +48,15 @@ services:
     shm_size: 16m
     volumes:
       - dbdata:/var/lib/db
+    secrets: [db_password]
   api:
     <<: *common
     build: ./api
     command: sleep 3600
     env_file: api.env
+    configs:
+      - source: api_conf
+        target: /etc/api.conf
     environment:
       - RELEASE=${RELEASE:?set RELEASE}
       - DB_HOST=db
@@ -73,7 +77,13 @@ services:
     mem_limit: 64m
 volumes:
   dbdata:
+secrets:
+  db_password: {file: ./db_password.txt}
+configs:
+  api_conf: {file: ./api.conf}
 """
+
+SECRET = "s3cret-never-in-an-artifact"
 
 OVERRIDE = """\
 services:
@@ -91,7 +101,17 @@ def project(root: Path, release: str, api_healthy: str) -> Path:
     (root / "compose.override.yaml").write_text(OVERRIDE)
     (root / ".env").write_text(f"WEB_TAG=1\nRELEASE={release}\n")
     (root / "api.env").write_text(f"API_HEALTHY={api_healthy}\nFROM_ENV_FILE=1\n")
+    (root / "db_password.txt").write_text(SECRET)
+    (root / "api.conf").write_text("level=info\n")
     return root
+
+
+def provision(device, kind: str, name: str, text: str) -> None:
+    """What the device's owner does once: the file a secret or config names, where the module reads it."""
+    path = device.state_dir / "files" / "shop" / kind / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o600)
 
 
 def generate(device, root: Path, name: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -119,8 +139,13 @@ def inspect(device, name: str) -> dict:
 
 
 @pytest.fixture
-def shop(device, rust_binary):
+def shop(device, rust_binary, tmp_path):
     device.rust_binary = rust_binary
+    # The module mounts secrets from its state directory, and the bench's engine runs outside the
+    # device sandbox: a state directory outside /data is the same path on both sides (the sandbox
+    # binds the host's directories but /data), as module and engine share one filesystem on a device.
+    device.state_dir = tmp_path / "module-state"
+    device.configure(state_dir=str(device.state_dir))
     bench.make_busybox_image(device.dockerd, "shop/db:1", extra_files={"/etc/version": "db 1\n"})
     bench.make_busybox_image(device.dockerd, "shop/web:1", extra_files={"/etc/version": "web 1\n"})
     # What `docker compose build` tags for the service api of project shop.
@@ -136,6 +161,16 @@ def test_a_compose_project_deploys_along_its_graph_and_rolls_back(shop, tmp_path
     meta = meta_data(artifact)["docker-stack"]
     assert meta["stack"] == "shop"
     assert sorted(meta["containers"]) == ["shop-api-1", "shop-db-1", "shop-web-1"]
+    assert SECRET.encode() not in artifact.read_bytes(), "a secret never travels in an artifact"
+    assert meta["containers"]["shop-db-1"]["secrets"] == {"/run/secrets/db_password": "db_password"}
+
+    # Not provisioned yet: refused in Download, nothing changed.
+    result = device.install(artifact)
+    assert result.returncode != 0
+    assert "secret db_password of container shop-db-1 (stack shop) is not on the device" in result.stderr
+    assert device.snapshot().containers == {}
+    provision(device, "secrets", "db_password", "from-the-device")
+    provision(device, "configs", "api_conf", "level=debug\n")
 
     since = time.time()
     device.deploy(artifact)
@@ -158,6 +193,10 @@ def test_a_compose_project_deploys_along_its_graph_and_rolls_back(shop, tmp_path
     assert db["HostConfig"]["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]
     assert db["HostConfig"]["ShmSize"] == 16 << 20
     assert [m["Name"] for m in db["Mounts"] if m["Type"] == "volume"] == ["shop_dbdata"]
+    assert device.dockerd.docker("exec", "shop-db-1", "cat", "/run/secrets/db_password").stdout == "from-the-device"
+    assert device.dockerd.docker("exec", "shop-api-1", "cat", "/etc/api.conf").stdout == "level=debug\n"
+    assert device.dockerd.docker("exec", "shop-db-1", "sh", "-c", "echo x > /run/secrets/db_password",
+                                 check=False).returncode != 0, "read-only"
     assert web["HostConfig"]["Sysctls"] == {"kernel.msgmax": "65536"}
     assert web["HostConfig"]["Memory"] == 64 << 20
     assert web["Config"]["Labels"]["com.example.owner"] == "shop"

@@ -363,6 +363,25 @@ impl Deployer<'_> {
                         creating.expect("create operations come with their release");
                     let spec = &release.containers[*index];
                     let mut engine_spec = spec.clone();
+                    // Secrets and configs: the device's files, read-only.
+                    for (kind, files) in [
+                        (docker_spec::DeviceFile::Secret, &spec.secrets),
+                        (docker_spec::DeviceFile::Config, &spec.configs),
+                    ] {
+                        for (target, name) in files {
+                            let path = docker_spec::device_file(
+                                &self.config.state_dir,
+                                &release.stack,
+                                kind,
+                                name,
+                            );
+                            engine_spec.binds.push(docker_spec::Bind {
+                                source: path.to_string_lossy().into_owned(),
+                                target: target.clone(),
+                                options: "ro".to_owned(),
+                            });
+                        }
+                    }
                     let mut purge = Vec::new();
                     for v in &mut engine_spec.volumes {
                         v.name = plan::engine_volume(v, identity.install_id);

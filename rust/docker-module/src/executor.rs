@@ -11,7 +11,7 @@
 use std::io::{self, Read};
 use std::time::Duration;
 
-use docker_spec::{ImageRef, Release};
+use docker_spec::{DeviceFile, ImageRef, Release};
 
 use crate::config::Config;
 use crate::engine::{Credentials, Engine, EngineError};
@@ -128,6 +128,35 @@ pub(crate) fn release_images(release: &Release) -> Vec<&ImageRef> {
         }
     }
     out
+}
+
+/// Every secret and config file the release mounts, where the device keeps
+/// them; each must be there as a file: the engine would mount an empty
+/// directory in place of a missing one.
+pub(crate) fn check_device_files(release: &Release, config: &Config) -> Result<()> {
+    for c in &release.containers {
+        for (kind, files) in [
+            (DeviceFile::Secret, &c.secrets),
+            (DeviceFile::Config, &c.configs),
+        ] {
+            for name in files.values() {
+                let path = docker_spec::device_file(&config.state_dir, &release.stack, kind, name);
+                if !path.is_file() {
+                    let what = match kind {
+                        DeviceFile::Secret => "secret",
+                        DeviceFile::Config => "config",
+                    };
+                    return Err(DeployError::Refused(format!(
+                        "{what} {name} of container {} (stack {}) is not on the device: provision it as the file {} (readable by root only for a secret) before deploying; {what}s never travel in artifacts",
+                        c.name,
+                        release.stack,
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The credentials to pull `image` with. The release's registry is used only

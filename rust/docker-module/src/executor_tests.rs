@@ -1078,3 +1078,65 @@ fn an_external_network_must_exist_and_is_never_created_or_removed() {
     assert_eq!(b.engine.by_name("web").unwrap().network_mode, "plant-lan");
     assert_eq!(networks_of(&b), ["plant-lan"], "kept: not the stack's");
 }
+
+#[test]
+fn secrets_and_configs_come_from_the_device_and_a_missing_one_is_refused_in_download() {
+    let mut b = Bench::new("secrets");
+    let mut web = spec("web", '1');
+    web.secrets
+        .insert("/run/secrets/token".into(), "api-token".into());
+    web.configs
+        .insert("/etc/app.conf".into(), "app.conf".into());
+    let r = release(vec![web]);
+    b.publish(&r);
+    let token = docker_spec::device_file(
+        &b.config.state_dir,
+        "web",
+        docker_spec::DeviceFile::Secret,
+        "api-token",
+    );
+    let conf = docker_spec::device_file(
+        &b.config.state_dir,
+        "web",
+        docker_spec::DeviceFile::Config,
+        "app.conf",
+    );
+    let err = b
+        .state("web-1", "web", |d| d.download(&r, None))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "secret api-token of container web (stack web) is not on the device: provision it as the file {} (readable by root only for a secret) before deploying; secrets never travel in artifacts",
+            token.display()
+        )
+    );
+    assert!(b.engine.calls.is_empty(), "{:?}", b.engine.calls);
+    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+    std::fs::write(&token, "s3cret").unwrap();
+    // A directory is not a config file.
+    std::fs::create_dir_all(&conf).unwrap();
+    let err = b
+        .state("web-1", "web", |d| d.download(&r, None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("config app.conf of container web"), "{err}");
+    std::fs::remove_dir(&conf).unwrap();
+    std::fs::write(&conf, "level=info\n").unwrap();
+    b.deploy("web-1", &r);
+    let c = b.engine.by_name("web").unwrap();
+    let mut mounts: Vec<(String, bool)> = c
+        .mounts
+        .iter()
+        .map(|m| (m.source.clone(), m.read_write))
+        .collect();
+    mounts.sort();
+    assert_eq!(
+        mounts,
+        [
+            (conf.display().to_string(), false),
+            (token.display().to_string(), false)
+        ]
+    );
+}

@@ -50,6 +50,7 @@ impl Deployer<'_> {
         let containers = self.engine.containers()?;
         crate::policy::enforce(release, self.config, &containers)?;
         plan::install(release, "check", &containers)?;
+        crate::executor::check_device_files(release, self.config)?;
         for n in release.networks.iter().filter(|n| n.external) {
             if !self.engine.network_exists(&n.engine)? {
                 return Err(DeployError::Refused(format!(

@@ -34,6 +34,8 @@ impl Deployer<'_> {
         }
         // The policy may have been tightened since Download.
         crate::policy::enforce(release, self.config, &self.engine.containers()?)?;
+        // Removed since Download, a secret would be mounted as an empty directory.
+        crate::executor::check_device_files(release, self.config)?;
         if let Some(source) = stored {
             self.load_inline(release, source)?;
         }

@@ -87,6 +87,13 @@ pub struct ContainerSpec {
     /// network's definition, so a changed network makes a changed container.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, Vec<String>>,
+    /// Files provisioned on the device, never carried in an artifact, mounted
+    /// read-only: path in the container → secret name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Likewise for configuration files: path in the container → config name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, String>,
 }
 
 /// A resource limit; -1 is unlimited.
@@ -179,6 +186,8 @@ impl ContainerSpec {
             ulimits: BTreeMap::new(),
             shm_size_bytes: None,
             networks: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            configs: BTreeMap::new(),
         }
     }
 
@@ -301,6 +310,17 @@ pub fn check_network_key(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "network name {name:?} is not valid: 1 to 64 characters, letters, digits, _ -, starting with a letter or digit"
+        ))
+    }
+}
+
+/// The name of a secret or config provisioned on the device: one file name.
+pub fn check_device_file_name(kind: &str, name: &str) -> Result<(), String> {
+    if is_engine_name(name, 1, 128) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} name {name:?} is not valid: 1 to 128 characters, letters, digits, _ . -, starting with a letter or digit"
         ))
     }
 }

@@ -136,6 +136,39 @@ impl NetworkSpec {
     }
 }
 
+/// Where the device keeps the files a stack's `secrets` and `configs` name,
+/// below the module's state directory: `<dir>/files/<stack>/secrets/<name>`
+/// and `…/configs/<name>`. Provisioned there by the device's owner (a
+/// factory step, a configuration tool), never by an artifact.
+pub fn device_file(
+    state_dir: &std::path::Path,
+    stack: &str,
+    kind: DeviceFile,
+    name: &str,
+) -> std::path::PathBuf {
+    state_dir
+        .join("files")
+        .join(stack)
+        .join(kind.as_str())
+        .join(name)
+}
+
+/// The two kinds of device-provisioned files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceFile {
+    Secret,
+    Config,
+}
+
+impl DeviceFile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceFile::Secret => "secrets",
+            DeviceFile::Config => "configs",
+        }
+    }
+}
+
 impl Release {
     pub fn container(&self, name: &str) -> Option<&ContainerSpec> {
         self.containers.iter().find(|c| c.name == name)

@@ -433,6 +433,16 @@ fn parse_container(
             spec.networks.insert(network.engine.clone(), aliases);
         }
     }
+    for (at, target, name) in c.optional_string_map("secrets")? {
+        container::check_absolute("secret target", target).map_err(invalid(&at))?;
+        container::check_device_file_name("secret", name).map_err(invalid(&at))?;
+        spec.secrets.insert(target.to_owned(), name.to_owned());
+    }
+    for (at, target, name) in c.optional_string_map("configs")? {
+        container::check_absolute("config target", target).map_err(invalid(&at))?;
+        container::check_device_file_name("config", name).map_err(invalid(&at))?;
+        spec.configs.insert(target.to_owned(), name.to_owned());
+    }
     check_mount_targets(&spec, c.at())?;
     c.finish()?;
     Ok(spec)
@@ -682,7 +692,9 @@ pub(crate) fn check_mount_targets(spec: &ContainerSpec, at: &Path) -> Result<()>
         .iter()
         .map(|b| b.target.as_str())
         .chain(spec.volumes.iter().map(|v| v.target.as_str()))
-        .chain(spec.tmpfs.keys().map(String::as_str));
+        .chain(spec.tmpfs.keys().map(String::as_str))
+        .chain(spec.secrets.keys().map(String::as_str))
+        .chain(spec.configs.keys().map(String::as_str));
     for t in targets {
         if !seen.insert(t.trim_end_matches('/')) {
             return Err(SpecError::invalid(

@@ -1107,3 +1107,45 @@ fn every_bad_network_entry_names_where_and_what() {
         assert!(got.starts_with(&want), "\n  got:  {got}\n  want: {want}…");
     }
 }
+
+#[test]
+fn secrets_and_configs_name_device_files_and_their_paths_in_the_container() {
+    let meta = stack(json!({"web": {"image": img("web", D1),
+        "secrets": {"/run/secrets/token": "api-token"}, "configs": {"/etc/app.conf": "app.conf"}}}));
+    let r = parse(&meta).unwrap();
+    let web = r.container("web").unwrap();
+    assert_eq!(web.secrets["/run/secrets/token"], "api-token");
+    assert_eq!(web.configs["/etc/app.conf"], "app.conf");
+    assert_eq!(
+        docker_spec::device_file(
+            std::path::Path::new("/data/m"),
+            "web",
+            docker_spec::DeviceFile::Secret,
+            "api-token"
+        ),
+        std::path::Path::new("/data/m/files/web/secrets/api-token")
+    );
+    let bad = |c: Value| err(stack(json!({"web": c})));
+    let base = |k: &str, v: Value| {
+        let mut c = json!({"image": img("web", D1)});
+        c[k] = v;
+        c
+    };
+    for (c, want) in [
+        (base("secrets", json!({"run/token": "t"})), "docker-stack.containers.web.secrets[\"run/token\"]: secret target \"run/token\" must be an absolute path"),
+        (base("secrets", json!({"/run/token": "../t"})), "docker-stack.containers.web.secrets[\"/run/token\"]: secret name \"../t\" is not valid"),
+        (base("configs", json!({"/etc/a": 5})), "docker-stack.containers.web.configs[\"/etc/a\"]: must be a string, found a number"),
+        (
+            {
+                let mut c = base("configs", json!({"/etc/a": "a"}));
+                c["binds"] = json!(["/data/a:/etc/a"]);
+                c
+            },
+            "docker-stack.containers.web: two mounts target \"/etc/a\"",
+        ),
+    ] {
+        let got = bad(c);
+        let want = format!("artifact meta-data at {want}");
+        assert!(got.starts_with(&want), "\n  got:  {got}\n  want: {want}");
+    }
+}

@@ -360,8 +360,12 @@ fn what_cannot_be_translated_is_refused_with_its_path() {
         ("networks: {back: {ipam: {config: [{subnet: 10.1.0.0/24}]}}}\nservices:\n  web:\n    image: x\n", "networks.back.ipam: is not supported"),
         ("networks: {back: {name: shared}}\nservices:\n  web:\n    image: x\n", "networks.back.name: is only kept for external networks"),
         ("networks: {back: {external: true, internal: true}}\nservices:\n  web:\n    image: x\n", "networks.back: is external, so the device does not create it: remove internal"),
-        ("services:\n  web:\n    image: x\n    secrets: [token]\n", "services.web.secrets: is not supported by docker-artifact-gen --compose yet"),
-        ("secrets: {token: {file: ./token}}\nservices:\n  web:\n    image: x\n", "secrets: is not supported"),
+        ("services:\n  web:\n    image: x\n    secrets: [token]\n", "services.web.secrets[0]: \"token\" is not declared under the top-level secrets"),
+        ("secrets: {token: {environment: TOKEN}}\nservices:\n  web:\n    image: x\n", "secrets.token.environment: would put the value into the artifact"),
+        ("configs: {app: {content: \"a=1\"}}\nservices:\n  web:\n    image: x\n", "configs.app.content: would put the value into the artifact"),
+        ("secrets: {token: {file: ./t}}\nservices:\n  web:\n    image: x\n    secrets: [{source: token, mode: 0400}]\n", "services.web.secrets[0].mode: is not supported: the device's file is mounted read-only as it is"),
+        ("configs: {app: {file: ./a}}\nservices:\n  web:\n    image: x\n    configs: [{source: app, target: etc/app}]\n", "services.web.configs[0]: target \"etc/app\" is not an absolute path"),
+        ("secrets: {token: {file: ./t, name: ../x}}\nservices:\n  web:\n    image: x\n", "secrets.token: secret name \"../x\" is not valid"),
         ("volumes: {data: {driver: nfs}}\nservices:\n  web:\n    image: x\n", "volumes.data.driver: is not supported"),
         ("services:\n  web:\n    image: x\n    logging: {driver: syslog, format: x}\n", "services.web.logging.format: is not a logging key"),
         ("services:\n  web:\n    image: x\n    ulimits: {nofile: {soft: 1}}\n", "services.web.ulimits.nofile: has no whole number hard"),
@@ -421,6 +425,30 @@ fn services_join_compose_networks_under_their_names() {
     let release = docker_spec::parse(&meta).unwrap();
     let engine: Vec<&str> = release.networks.iter().map(|n| n.engine.as_str()).collect();
     assert_eq!(engine, ["proj_back.internal", "proj_default", "plant-lan"]);
+}
+
+#[test]
+fn secrets_and_configs_name_files_on_the_device_and_never_carry_them() {
+    let yaml = format!(
+        "secrets:\n  token: {{file: ./token.txt}}\n  cert: {{external: true, name: plant-cert}}\n\
+         configs:\n  app: {{file: ./app.conf}}\n\
+         services:\n  web:\n    image: {D}\n    network_mode: host\n    \
+         secrets: [token, {{source: cert, target: tls.pem}}, {{source: token, target: /etc/token}}]\n    \
+         configs: [app, {{source: app, target: /etc/app/app.conf}}]\n"
+    );
+    let meta = one(&yaml).unwrap();
+    let web = &containers(&meta)["proj-web-1"];
+    assert_eq!(
+        web["secrets"],
+        json!({"/run/secrets/token": "token", "/run/secrets/tls.pem": "plant-cert", "/etc/token": "token"})
+    );
+    assert_eq!(
+        web["configs"],
+        json!({"/app": "app", "/etc/app/app.conf": "app"})
+    );
+    // The files' paths on this machine are nowhere in the meta-data.
+    assert!(!meta.to_string().contains("token.txt"), "{meta}");
+    docker_spec::parse(&meta).unwrap();
 }
 
 #[test]

@@ -107,16 +107,10 @@ pub fn translate(
             ));
         }
     }
-    for key in ["secrets", "configs"] {
-        if top.get(key).is_some_and(|v| !is_empty(v)) {
-            return Err(at(
-                key,
-                "is not supported by docker-artifact-gen --compose yet (a secret must never \
-                 travel in an artifact, and the device side to provide them is not built); \
-                 remove it and mount the file from the device with an absolute bind",
-            ));
-        }
-    }
+    let device_files = [
+        ("secrets", declared_files("secrets", top.get("secrets"))?),
+        ("configs", declared_files("configs", top.get("configs"))?),
+    ];
     let declared = declared_networks(top.get("networks"))?;
     let volumes = named_volumes(top.get("volumes"), &options.project)?;
     let services = top
@@ -158,6 +152,7 @@ pub fn translate(
             names: &names,
             volumes: &volumes,
             networks: &declared,
+            device_files: &device_files,
             env,
         };
         let (container, from_build) = t.translate()?;
@@ -292,6 +287,50 @@ fn declared_networks(value: Option<&Value>) -> R<BTreeMap<String, Value>> {
     Ok(out)
 }
 
+/// Top-level `secrets` or `configs`: compose name → the file's name on the
+/// device (`name:`, else the compose name). `file:` is not read: the file
+/// is provisioned on the device and never travels in the artifact.
+fn declared_files(kind: &str, value: Option<&Value>) -> R<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(out);
+    };
+    let map = value
+        .as_object()
+        .ok_or_else(|| at(kind, "is not a mapping"))?;
+    for (name, body) in map {
+        let path = format!("{kind}.{name}");
+        let body = body
+            .as_object()
+            .ok_or_else(|| at(&path, "is not a mapping"))?;
+        let mut device = name.clone();
+        for (key, v) in body {
+            let p = format!("{path}.{key}");
+            match key.as_str() {
+                // Where compose would read it on a desktop; on the device it is provisioned.
+                "file" | "external" => {}
+                "name" => {
+                    device = v
+                        .as_str()
+                        .ok_or_else(|| at(&p, "is not a string"))?
+                        .to_owned()
+                }
+                "environment" | "content" => return Err(at(
+                    &p,
+                    "would put the value into the artifact; provision the file on the device and \
+                         use file: (which is not read) or external: true",
+                )),
+                k if k.starts_with("x-") => {}
+                _ => return Err(at(&p, "is not supported (file, external, name)")),
+            }
+        }
+        docker_spec::container::check_device_file_name(&kind[..kind.len() - 1], &device)
+            .map_err(|e| at(&path, e))?;
+        out.insert(name.clone(), device);
+    }
+    Ok(out)
+}
+
 /// Top-level volumes: compose name → engine name (`<project>_<name>`, or
 /// `name:`, or the name itself when external).
 fn named_volumes(value: Option<&Value>, project: &str) -> R<BTreeMap<String, String>> {
@@ -358,6 +397,8 @@ struct Service<'a> {
     names: &'a BTreeMap<&'a str, String>,
     volumes: &'a BTreeMap<String, String>,
     networks: &'a BTreeMap<String, Value>,
+    /// ("secrets" | "configs", compose name → name on the device).
+    device_files: &'a [(&'static str, BTreeMap<String, String>); 2],
     env: &'a BTreeMap<String, String>,
 }
 
@@ -652,12 +693,7 @@ impl Service<'_> {
                     );
                 }
                 "secrets" | "configs" => {
-                    return Err(at(
-                        &p,
-                        "is not supported by docker-artifact-gen --compose yet (a secret must \
-                         never travel in an artifact); remove it and bind-mount the file from \
-                         an absolute path on the device",
-                    ))
+                    c.insert(key.clone(), Value::Object(self.device_files(key, v)?));
                 }
                 "platform" => self.platform(v)?,
                 _ => unreachable!("{key} is in SERVICE_KEYS"),
@@ -724,6 +760,64 @@ impl Service<'_> {
                 return Err(at(&np, "is not a mapping"));
             }
             out.insert(network.clone(), Value::Array(aliases));
+        }
+        Ok(out)
+    }
+
+    /// `secrets` / `configs` of the service: path in the container → the
+    /// file's name on the device.
+    fn device_files(&self, key: &str, v: &Value) -> R<Map<String, Value>> {
+        let p = self.p(key);
+        let declared = &self
+            .device_files
+            .iter()
+            .find(|(k, _)| *k == key)
+            .expect("both kinds are declared")
+            .1;
+        let items = v.as_array().ok_or_else(|| at(&p, "is not a list"))?;
+        let mut out = Map::new();
+        for (i, item) in items.iter().enumerate() {
+            let ip = format!("{p}[{i}]");
+            let (source, target) = match item {
+                Value::String(s) => (s.clone(), None),
+                Value::Object(o) => {
+                    let mut source = None;
+                    let mut target = None;
+                    for (k, v) in o {
+                        let text = || {
+                            scalar_text(v)
+                                .ok_or_else(|| at(&format!("{ip}.{k}"), "is not a string"))
+                        };
+                        match k.as_str() {
+                            "source" => source = Some(text()?),
+                            "target" => target = Some(text()?),
+                            "uid" | "gid" | "mode" => {
+                                return Err(at(
+                                    &format!("{ip}.{k}"),
+                                    "is not supported: the device's file is mounted read-only as it is; set its owner and mode on the device",
+                                ))
+                            }
+                            _ => return Err(at(&format!("{ip}.{k}"), "is not a key here (source, target)")),
+                        }
+                    }
+                    (source.ok_or_else(|| at(&ip, "has no source"))?, target)
+                }
+                _ => return Err(at(&ip, "is not a name or a mapping")),
+            };
+            let device = declared.get(&source).ok_or_else(|| {
+                at(&ip, format!("{source:?} is not declared under the top-level {key}; add `{key}: {{{source}: {{file: …}}}}`"))
+            })?;
+            let target = match (key, target) {
+                ("secrets", None) => format!("/run/secrets/{source}"),
+                ("secrets", Some(t)) if !t.starts_with('/') => format!("/run/secrets/{t}"),
+                ("configs", None) => format!("/{source}"),
+                (_, Some(t)) if t.starts_with('/') => t,
+                (_, Some(t)) => {
+                    return Err(at(&ip, format!("target {t:?} is not an absolute path")))
+                }
+                _ => unreachable!("two kinds"),
+            };
+            out.insert(target, Value::String(device.clone()));
         }
         Ok(out)
     }
