@@ -163,7 +163,15 @@ impl Deployer<'_> {
     /// failure, leave nothing of the update behind. Clears the update.
     pub fn cleanup(&mut self) -> Result<()> {
         self.run_steps(Action::Cleanup, &[])?;
-        self.prune_networks()
+        // Only tidying: a network left behind is removed by the next Cleanup,
+        // and the deployment's outcome does not depend on it.
+        if let Err(e) = self.prune_networks() {
+            log!(
+                "left the unused networks of stack {} for the next Cleanup: {e}",
+                self.journal.state.stack
+            );
+        }
+        Ok(())
     }
 
     /// Removes the stack's networks that none of its containers joins any
