@@ -356,3 +356,20 @@ def test_a_compose_stack_on_its_own_networks_finds_services_by_name_and_rolls_ba
     assert fetch_in(device, "shop-web-1", "http://api:8080/") == "api 2\n"
     assert fetch_in(device, "shop-db-1", "http://backend:8080/") == "api 2\n"
     assert device.dockerd.http_get_in_netns(8080) == (200, b"web 1\n")
+
+
+def test_images_for_another_platform_are_refused_before_anything_is_written(shop, tmp_path):
+    device = shop
+    root = project(tmp_path / "proj", "1.0", "yes")
+    host = json.loads(device.dockerd.docker("image", "inspect", "shop/web:1").stdout)[0]
+    platform = f"{host['Os']}/{host['Architecture']}"
+    other = "linux/arm64" if host["Architecture"] != "arm64" else "linux/amd64"
+    out = device.workdir / "x.mender"
+    env = {**os.environ, **device.dockerd.env, "WEB_TAG": "1"}
+    args = [str(device.rust_binary(*GENERATOR)), "-n", "x", "-t", "qemux86-64", "--compose", "compose.yaml",
+            "--project-name", "shop", "--inline", "-o", str(out)]
+    refused = run([*args, "--platform", other], env=env, cwd=root, check=False, timeout=300)
+    assert refused.returncode != 0
+    assert f"image shop-api is {platform}, but the device is {other} (--platform)" in refused.stderr, refused.stderr
+    assert not out.exists()
+    assert run([*args, "--platform", platform], env=env, cwd=root, timeout=300).returncode == 0
