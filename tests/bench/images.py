@@ -123,3 +123,22 @@ def push(dockerd: Dockerd, registry: Registry, local_ref: str, repo: str, tag: s
         if name == remote and digest.startswith("sha256:"):
             return digest
     raise BenchError(f"after pushing {remote}:{tag} the engine reports no repo digest for {remote}: {digests}")
+
+
+def make_layered_image(dockerd: Dockerd, ref: str, base: str, files: Mapping[str, bytes], *,
+                       cmd: Sequence[str] = ("sleep", "3600")) -> str:
+    """Build `ref` as `base` plus one layer holding `files` (path in the image → bytes), with the
+    engine's own builder (no network: FROM a local image, COPY only); returns its image ID."""
+    dockerfile = [f"FROM {base}"]
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for n, (path, data) in enumerate(sorted(files.items())):
+            _add_file(tar, f"f{n}", data)
+            dockerfile.append(f"COPY f{n} {path}")
+        dockerfile.append(f"CMD {json.dumps(list(cmd))}")
+        _add_file(tar, "Dockerfile", ("\n".join(dockerfile) + "\n").encode())
+    dockerd.docker("build", "-q", "-t", ref, "-", input=context.getvalue(), text=False)
+    image_id = dockerd.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+    if not image_id.startswith("sha256:"):
+        raise BenchError(f"`docker build` of {ref} left no image ID (got {image_id!r})")
+    return image_id

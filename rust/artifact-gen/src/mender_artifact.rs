@@ -78,6 +78,101 @@ impl Tool {
     }
 }
 
+/// An earlier artifact taken apart (`mender-artifact dump`), as a base for a
+/// delta: what its first payload provides and carries.
+#[derive(Debug)]
+pub struct Dumped {
+    /// The Update Module the payload is for (`--type`).
+    pub payload_type: String,
+    pub artifact_name: String,
+    /// `KEY:VALUE` provides, split at the first `:`.
+    pub provides: Vec<(String, String)>,
+    /// The payload's meta-data file and the directory holding its files.
+    pub meta_data: PathBuf,
+    pub files: PathBuf,
+}
+
+impl Dumped {
+    pub fn provide(&self, key: &str) -> Option<&str> {
+        self.provides
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Tool {
+    /// Takes `artifact` apart into `dir` (its meta-data and payload files)
+    /// and reads the command line that would write it again, for its type
+    /// and provides. Checksums are verified by mender-artifact as it reads.
+    pub fn dump(&self, artifact: &Path, dir: &Path) -> Result<Dumped> {
+        let meta_dir = dir.join("meta-data");
+        let files = dir.join("files");
+        for d in [&meta_dir, &files] {
+            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        let shown = artifact.display();
+        if !artifact.is_file() {
+            bail!("{shown} is not a file");
+        }
+        let out = self
+            .command()
+            .arg("dump")
+            .arg("--meta-data")
+            .arg(&meta_dir)
+            .arg("--files")
+            .arg(&files)
+            .arg("--print0-cmdline")
+            .arg(artifact)
+            .output()
+            .with_context(|| format!("cannot run {}", self.path.display()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with(['.', '|', '0']))
+                .unwrap_or("no message");
+            bail!(
+                "cannot read {shown} with `mender-artifact dump`: {}; is it a Mender artifact?",
+                last.trim()
+            );
+        }
+        let words: Vec<String> = out
+            .stdout
+            .split(|b| *b == 0)
+            .map(|w| String::from_utf8_lossy(w).trim().to_owned())
+            .collect();
+        let value = |flag: &str| -> Vec<&str> {
+            words
+                .windows(2)
+                .filter(|w| w[0] == flag)
+                .map(|w| w[1].as_str())
+                .collect()
+        };
+        let payload_type = value("--type").first().map(|t| (*t).to_owned());
+        let Some(payload_type) = payload_type else {
+            bail!("{shown} holds no module-image payload (only those can be a base)");
+        };
+        let artifact_name = value("--artifact-name")
+            .first()
+            .map(|n| (*n).to_owned())
+            .unwrap_or_default();
+        let provides = value("--provides")
+            .iter()
+            .filter_map(|p| p.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(Dumped {
+            payload_type,
+            artifact_name,
+            provides,
+            meta_data: meta_dir.join("0000.meta-data"),
+            files,
+        })
+    }
+}
+
 /// What goes into one `write module-image` call.
 pub struct ModuleImage<'a> {
     /// The Update Module's name on the device.

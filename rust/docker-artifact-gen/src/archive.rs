@@ -70,10 +70,14 @@ pub struct Image {
     pub id: String,
     /// `REPOSITORY[:TAG]` for the meta-data: informational only.
     pub name: String,
+    /// Its configuration and layer files, by their names in the payload
+    /// (the engine's `manifest.json` order: bottom layer first).
+    pub config: String,
+    pub layers: Vec<String>,
 }
 
 /// A readable archive, ready to be written as a payload.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Archive {
     pub path: PathBuf,
     pub images: Vec<Image>,
@@ -359,6 +363,53 @@ fn compression(magic: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// `target` as seen from directory `dir` inside the archive (`..` climbs).
+fn resolve_relative(dir: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        dir.split('/').filter(|c| !c.is_empty()).collect()
+    };
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// The layer stacks of a base release's images: every image's diff IDs,
+/// and so every stack of bottom layers the device holds at that release.
+#[derive(Debug, Default)]
+pub struct BaseLayers {
+    stacks: Vec<Vec<String>>,
+}
+
+impl BaseLayers {
+    pub fn add(&mut self, diff_ids: Vec<String>) {
+        if !self.stacks.contains(&diff_ids) {
+            self.stacks.push(diff_ids);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
+    /// How many bottom layers of `ids` some base image has, in that order.
+    pub fn held(&self, ids: &[String]) -> usize {
+        self.stacks
+            .iter()
+            .map(|s| s.iter().zip(ids).take_while(|(a, b)| a == b).count())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// A member name as the extracted file's path: `./a//b/` and `/a/b` are
 /// `a/b`; `.` and `./` are the empty root.
 fn normalise(name: &str) -> String {
@@ -451,7 +502,7 @@ impl Archive {
         if members.has("manifest.json") {
             // What `docker save` writes, or an OCI layout that carries the
             // engine's manifest already (Docker 25 and later write both).
-            return Self::docker(members);
+            return Self::docker(members, true);
         }
         if kind == Kind::Docker {
             if members.has("index.json")
@@ -487,6 +538,120 @@ impl Archive {
         Self::oci(members, &prefix)
     }
 
+    /// Reads a payload of an earlier artifact (what this generator wrote),
+    /// which may itself be a delta: layers it leaves out are not required.
+    pub fn read_payload(path: &Path) -> Result<Archive> {
+        let members = Members::scan(path)?;
+        if !members.has("manifest.json") {
+            bail!(
+                "{} has no manifest.json: it is not an inline payload docker-artifact-gen wrote",
+                path.display()
+            );
+        }
+        Self::docker(members, false)
+    }
+
+    /// The diff IDs of image `i`'s layers, bottom first, from its
+    /// configuration's `rootfs.diff_ids`: what the engine lists as
+    /// `RootFS.Layers` once the image is loaded.
+    pub fn diff_ids(&self, i: usize) -> Result<Vec<String>> {
+        let image = &self.images[i];
+        let shown = self.path.display();
+        let data = match self.members.get(&image.config) {
+            Some(Member::File { offset, size }) if *size <= MAX_JSON => {
+                let mut file =
+                    File::open(&self.path).with_context(|| format!("cannot read {shown}"))?;
+                file.seek(SeekFrom::Start(*offset))?;
+                let mut data = Vec::with_capacity(*size as usize);
+                file.take(*size)
+                    .read_to_end(&mut data)
+                    .with_context(|| format!("cannot read {} in {shown}", image.config))?;
+                data
+            }
+            Some(Member::Added(data)) => data.clone(),
+            _ => bail!(
+                "{shown}: the configuration {} of image {} is not a JSON file of at most {MAX_JSON} bytes",
+                printable(&image.config, 100),
+                image.id
+            ),
+        };
+        let config: Value = serde_json::from_slice(&data).map_err(|e| {
+            anyhow!(
+                "{shown}: the configuration of image {} is not valid JSON: {}",
+                image.id,
+                printable(&e.to_string(), 120)
+            )
+        })?;
+        let ids = strings(&config["rootfs"]["diff_ids"]);
+        if ids.len() != image.layers.len()
+            || ids
+                .iter()
+                .any(|d| docker_spec::inline::check_image_id(d).is_err())
+        {
+            bail!(
+                "{shown}: image {} lists {} layer(s) but its configuration's rootfs.diff_ids holds {} valid diff ID(s); the archive is corrupt, export it again",
+                image.id,
+                image.layers.len(),
+                ids.len()
+            );
+        }
+        Ok(ids)
+    }
+
+    /// Leaves out of the payload the bottom layers that a device at the base
+    /// release holds: layer `k` of an image goes only if the base had an
+    /// image whose layers start with this image's layers `0..=k` (the
+    /// engine's loader reuses a layer by its chain, the layer over the same
+    /// layers, never by its diff ID alone). A file a carried layer still
+    /// needs (`docker save` links a layer shared by several images) stays.
+    /// Returns each image's diff IDs and how many bottom layers were left out.
+    pub fn leave_out(&mut self, base: &BaseLayers) -> Result<Vec<(String, Vec<String>, usize)>> {
+        let mut out = Vec::new();
+        let mut gone: Vec<String> = Vec::new();
+        let mut kept: Vec<String> = Vec::new();
+        for i in 0..self.images.len() {
+            let ids = self.diff_ids(i)?;
+            let on_device = base.held(&ids);
+            let image = &self.images[i];
+            for (n, path) in image.layers.iter().enumerate() {
+                let files = self.link_chain(path);
+                if n < on_device {
+                    gone.extend(files);
+                } else {
+                    kept.extend(files);
+                }
+            }
+            out.push((image.id.clone(), ids, on_device));
+        }
+        for path in gone {
+            if !kept.contains(&path) {
+                self.members.remove(&path);
+            }
+        }
+        Ok(out)
+    }
+
+    #[cfg(test)]
+    pub fn members_names(&self) -> Vec<String> {
+        self.members.keys().cloned().collect()
+    }
+
+    /// `path` and the members its symbolic links lead to.
+    fn link_chain(&self, path: &str) -> Vec<String> {
+        let mut chain = vec![path.to_owned()];
+        let mut at = path.to_owned();
+        while let Some(Member::Symlink(target)) = self.members.get(&at) {
+            let dir = at.rsplit_once('/').map_or("", |(d, _)| d);
+            let joined = resolve_relative(dir, target);
+            if chain.contains(&joined) || chain.len() > self.members.len() {
+                break;
+            }
+            chain.push(joined.clone());
+            at = joined;
+        }
+        chain
+    }
+
     /// Reads the archive and checks it holds exactly one image.
     pub fn read_one(path: &Path, kind: Kind) -> Result<Archive> {
         let archive = Archive::read(path, kind)?;
@@ -500,7 +665,7 @@ impl Archive {
         Ok(archive)
     }
 
-    fn docker(mut members: Members) -> Result<Archive> {
+    fn docker(mut members: Members, whole: bool) -> Result<Archive> {
         let shown = members.path.display().to_string();
         let manifest = members.json("manifest.json")?;
         let Some(items) = manifest.as_array() else {
@@ -520,11 +685,22 @@ impl Archive {
                 )
             })?;
             members.require("config", &normalise(config))?;
-            for layer in strings(&item["Layers"]) {
-                members.require("layer", &normalise(&layer))?;
+            let layers: Vec<String> = strings(&item["Layers"])
+                .iter()
+                .map(|l| normalise(l))
+                .collect();
+            if whole {
+                for layer in &layers {
+                    members.require("layer", layer)?;
+                }
             }
             let name = display_name(&strings(&item["RepoTags"]), &stem, &id);
-            images.push(Image { id, name });
+            images.push(Image {
+                id,
+                name,
+                config: normalise(config),
+                layers,
+            });
         }
         // Everything the engine wrote travels: its loader (or a later one)
         // may read more than manifest.json names.
@@ -631,14 +807,20 @@ impl Archive {
             _ => Vec::new(),
         };
         let layers: Vec<String> = layers.iter().map(|l| strip(l)).collect();
-        let add = json!([{"Config": strip(&config_path), "RepoTags": repo_tags, "Layers": layers}]);
+        let config = strip(&config_path);
+        let add = json!([{"Config": config, "RepoTags": repo_tags, "Layers": layers}]);
         carried.insert(
             "manifest.json".to_owned(),
             Member::Added(serde_json::to_vec(&add).expect("JSON serialises")),
         );
         Ok(Archive {
             path: members.path.clone(),
-            images: vec![Image { id, name }],
+            images: vec![Image {
+                id,
+                name,
+                config,
+                layers,
+            }],
             members: carried,
         })
     }

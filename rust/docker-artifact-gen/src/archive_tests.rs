@@ -330,7 +330,9 @@ fn a_docker_save_archive_names_its_image() {
             a.images,
             [Image {
                 id: format!("sha256:{A}"),
-                name: name.into()
+                name: name.into(),
+                config: config.clone(),
+                layers: vec!["l1/layer.tar".into()],
             }]
         );
         let out = dir.0.join("out.tar");
@@ -353,7 +355,9 @@ fn an_oci_layout_gets_the_engines_manifest_with_the_blob_paths() {
             a.images,
             [Image {
                 id: format!("sha256:{A}"),
-                name: "app-oci:latest".into()
+                name: "app-oci:latest".into(),
+                config: format!("blobs/sha256/{A}"),
+                layers: vec![format!("blobs/sha256/{B}")],
             }],
             "{prefix}"
         );
@@ -894,4 +898,124 @@ fn archive_text_is_bounded_in_bytes_not_characters() {
     short_and_printable(&text);
     assert_eq!(printable("plain", 5), "plain");
     assert_eq!(printable("plain!", 5), "plain…");
+}
+
+fn diff(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+/// Image X (layers 0, 1) and image Y (layers 0, 9, 1): Y's top layer is
+/// X's layer 1 over other layers, so `docker save` links it to X's file.
+fn two_images(path: &Path) {
+    let config = |ids: &[char]| {
+        let ids: Vec<String> = ids.iter().map(|c| diff(*c)).collect();
+        json!({"rootfs": {"type": "layers", "diff_ids": ids}}).to_string()
+    };
+    let manifest = json!([
+        {"Config": format!("{A}.json"), "RepoTags": ["x:1"], "Layers": ["l0/layer.tar", "l1/layer.tar"]},
+        {"Config": format!("{U}.json"), "RepoTags": ["y:1"], "Layers": ["l0/layer.tar", "l2/layer.tar", "l3/layer.tar"]}
+    ]);
+    let members = vec![
+        Fx::File(format!("{A}.json"), config(&['0', '1']).into_bytes()),
+        Fx::File(format!("{U}.json"), config(&['0', '9', '1']).into_bytes()),
+        Fx::Dir("l0/".into()),
+        Fx::File("l0/layer.tar".into(), b"base".to_vec()),
+        Fx::File("l0/json".into(), b"{}".to_vec()),
+        Fx::Dir("l1/".into()),
+        Fx::File("l1/layer.tar".into(), b"one".to_vec()),
+        Fx::Dir("l2/".into()),
+        Fx::File("l2/layer.tar".into(), b"nine".to_vec()),
+        Fx::Dir("l3/".into()),
+        Fx::Symlink("l3/layer.tar".into(), "../l1/layer.tar".into()),
+        Fx::File("manifest.json".into(), manifest.to_string().into_bytes()),
+    ];
+    write_tar(path, &members, PLAIN);
+}
+
+#[test]
+fn a_delta_leaves_out_the_bottom_layers_a_base_image_has_under_the_same_layers() {
+    let dir = TempDir::new("delta");
+    let src = dir.0.join("two.tar");
+    two_images(&src);
+    let x = format!("sha256:{A}");
+    let y = format!("sha256:{U}");
+    let stacks = |s: &[&[char]]| {
+        let mut b = BaseLayers::default();
+        for ids in s {
+            b.add(ids.iter().map(|c| diff(*c)).collect());
+        }
+        b
+    };
+    let d = |s: &[char]| -> Vec<String> { s.iter().map(|c| diff(*c)).collect() };
+    let cases: Vec<(BaseLayers, [usize; 2], Vec<&str>)> = vec![
+        // X itself is in the base; Y shares only layer 0. Y's top layer is
+        // X's file through a link: the file stays, though X leaves it out.
+        (stacks(&[&['0', '1']]), [2, 1], vec!["l0/layer.tar"]),
+        // The same diff ID over other layers is not the same layer.
+        (stacks(&[&['9'], &['5', '1']]), [0, 0], vec![]),
+        (
+            stacks(&[&['0', '9', '1'], &['0', '1']]),
+            [2, 3],
+            vec![
+                "l0/layer.tar",
+                "l1/layer.tar",
+                "l2/layer.tar",
+                "l3/layer.tar",
+            ],
+        ),
+        (BaseLayers::default(), [0, 0], vec![]),
+    ];
+    for (base, held, gone) in cases {
+        let mut a = Archive::read(&src, Kind::Docker).unwrap();
+        let all = names_of(&a);
+        let out = a.leave_out(&base).unwrap();
+        assert_eq!(
+            out,
+            [
+                (x.clone(), d(&['0', '1']), held[0]),
+                (y.clone(), d(&['0', '9', '1']), held[1])
+            ],
+            "{base:?}"
+        );
+        let want: Vec<String> = all
+            .into_iter()
+            .filter(|n| !gone.contains(&n.as_str()))
+            .collect();
+        assert_eq!(names_of(&a), want, "{base:?}");
+        // What is written loads: every member left is what manifest.json
+        // needs or the engine wrote beside it.
+        let out = dir.0.join("out.tar");
+        a.write_to(&out, 0).unwrap();
+        assert_eq!(member(&out, "manifest.json"), member(&src, "manifest.json"));
+    }
+    // A payload of an earlier delta reads without its left-out layers.
+    let mut a = Archive::read(&src, Kind::Docker).unwrap();
+    a.leave_out(&stacks(&[&['0', '1']])).unwrap();
+    let out = dir.0.join("delta.tar");
+    a.write_to(&out, 0).unwrap();
+    assert!(Archive::read(&out, Kind::Docker)
+        .unwrap_err()
+        .to_string()
+        .contains("layer l0/layer.tar is not in the archive"));
+    let again = Archive::read_payload(&out).unwrap();
+    assert_eq!(again.diff_ids(1).unwrap(), d(&['0', '9', '1']));
+}
+
+#[test]
+fn an_image_without_diff_ids_for_each_layer_is_refused_for_a_delta() {
+    let dir = TempDir::new("delta-bad");
+    let src = dir.0.join("app.tar");
+    docker_save(&src, &format!("{A}.json"), &["app:1"]);
+    let mut a = Archive::read(&src, Kind::Docker).unwrap();
+    let e = a.leave_out(&BaseLayers::default()).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "lists 1 layer(s) but its configuration's rootfs.diff_ids holds 0 valid diff ID(s)"
+        ),
+        "{e}"
+    );
+}
+
+fn names_of(a: &Archive) -> Vec<String> {
+    a.members_names()
 }

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use docker_spec::ImageRef;
 use serde_json::{json, Value};
 
-use crate::archive::{Archive, Kind};
+use crate::archive::{Archive, BaseLayers, Kind};
 use crate::resolve::{split_reference, Resolver};
 
 /// The payload holding the images exported from the local engine.
@@ -29,11 +29,18 @@ pub struct Payload {
 
 impl Payload {
     /// Writes the payload as `dir/<name>` (a normalised tar, see
-    /// [`Archive::write_to`]) and returns its length.
-    pub fn write(&self, dir: &Path, resolver: &mut Resolver, mtime: u64) -> Result<u64> {
+    /// [`Archive::write_to`]); against a `base`, without the layers a device
+    /// at the base holds.
+    pub fn write(
+        &self,
+        dir: &Path,
+        resolver: &mut Resolver,
+        mtime: u64,
+        base: Option<&BaseLayers>,
+    ) -> Result<Written> {
         let dest = dir.join(&self.name);
         match &self.source {
-            Some(archive) => archive.write_to(&dest, mtime),
+            Some(archive) => write_archive(archive.clone(), &dest, mtime, base),
             None => {
                 // The engine's export is normalised like any archive: its
                 // tar headers are the engine's choice, not the images'. That
@@ -41,14 +48,20 @@ impl Payload {
                 // rewritten (beside the output, not in /tmp).
                 let export = dir.join(format!(".{}.export", self.name));
                 resolver.export(&self.images, &export)?;
-                let written = self.write_export(&export, &dest, mtime);
+                let written = self.write_export(&export, &dest, mtime, base);
                 let _ = fs::remove_file(&export);
                 written
             }
         }
     }
 
-    fn write_export(&self, export: &Path, dest: &Path, mtime: u64) -> Result<u64> {
+    fn write_export(
+        &self,
+        export: &Path,
+        dest: &Path,
+        mtime: u64,
+        base: Option<&BaseLayers>,
+    ) -> Result<Written> {
         // The engine's own archive must hold exactly what the meta-data lists.
         let saved = Archive::read(export, Kind::Docker)
             .map_err(|e| anyhow!("the engine's export is unusable: {e:#}"))?;
@@ -62,13 +75,63 @@ impl Payload {
                 want.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
-        saved.write_to(dest, mtime)
+        write_archive(saved, dest, mtime, base)
     }
 
-    /// The meta-data's `inline` entry, keyed by the payload's name.
-    pub fn entry(&self, size: u64) -> Value {
-        json!({"images": self.images, "size": size})
+    /// The meta-data's `inline` entry, keyed by the payload's name: for a
+    /// delta, each image's layers, those left out (`on_device`) and those
+    /// carried (`inline`).
+    pub fn entry(&self, written: &Written) -> Value {
+        let mut entry = json!({"images": self.images, "size": written.size});
+        if let Some(layers) = &written.layers {
+            let by_image: serde_json::Map<String, Value> = layers
+                .iter()
+                .filter(|(_, ids, _)| !ids.is_empty())
+                .map(|(id, ids, left_out)| {
+                    let (on_device, inline) = ids.split_at(*left_out);
+                    (
+                        id.clone(),
+                        json!({"on_device": on_device, "inline": inline}),
+                    )
+                })
+                .collect();
+            entry["layers"] = Value::Object(by_image);
+        }
+        entry
     }
+}
+
+/// A payload as written.
+#[derive(Debug)]
+pub struct Written {
+    pub size: u64,
+    /// Against a base: each image's ID, diff IDs and how many bottom layers
+    /// were left out.
+    pub layers: Option<Vec<(String, Vec<String>, usize)>>,
+}
+
+impl Written {
+    /// Left-out and total layers, over the payload's images.
+    pub fn counts(&self) -> (usize, usize) {
+        self.layers
+            .iter()
+            .flatten()
+            .fold((0, 0), |(out, all), (_, ids, n)| (out + n, all + ids.len()))
+    }
+}
+
+fn write_archive(
+    mut archive: Archive,
+    dest: &Path,
+    mtime: u64,
+    base: Option<&BaseLayers>,
+) -> Result<Written> {
+    let layers = match base {
+        Some(base) => Some(archive.leave_out(base)?),
+        None => None,
+    };
+    let size = archive.write_to(dest, mtime)?;
+    Ok(Written { size, layers })
 }
 
 /// Collects the images of a release and pins each to its image ID.
@@ -277,9 +340,28 @@ mod tests {
         assert_eq!(payloads.len(), 1);
         assert_eq!(payloads[0].name, "images-2.tar");
         assert_eq!(payloads[0].images, [format!("sha256:{A}")]);
+        let full = Written {
+            size: 42,
+            layers: None,
+        };
         assert_eq!(
-            payloads[0].entry(42),
+            payloads[0].entry(&full),
             json!({"images": [format!("sha256:{A}")], "size": 42})
         );
+        let l = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let delta = Written {
+            size: 7,
+            layers: Some(vec![(
+                format!("sha256:{A}"),
+                vec![l('1'), l('2'), l('3')],
+                2,
+            )]),
+        };
+        assert_eq!(
+            payloads[0].entry(&delta),
+            json!({"images": [format!("sha256:{A}")], "size": 7, "layers": {
+                format!("sha256:{A}"): {"on_device": [l('1'), l('2')], "inline": [l('3')]}}})
+        );
+        assert_eq!(delta.counts(), (2, 3));
     }
 }

@@ -6,6 +6,7 @@
 //! images travel in the artifact as payload files instead.
 
 mod archive;
+mod base;
 mod compose;
 mod inline;
 mod legacy;
@@ -137,6 +138,11 @@ struct Args {
     /// Embed the images as payload files (images.tar, archive files) instead of pulling them
     #[arg(long)]
     inline: bool,
+
+    /// With --inline: a delta against this earlier artifact of the stack, carrying only the
+    /// layers its images lack, and depending on its version
+    #[arg(long, value_name = "ARTIFACT", requires = "inline")]
+    base: Option<PathBuf>,
 
     /// Container images (legacy meta-data: one container each); with --inline also
     /// docker-archive:PATH or oci-archive:PATH
@@ -354,17 +360,22 @@ fn build_meta(args: &Args, resolver: &mut Resolver) -> Result<Plan> {
 
 /// Writes the payloads into `dir`, adds their `inline` list to the
 /// meta-data and validates the result as the device will.
+/// Returns the left-out and total layers (both 0 without a base).
 fn write_payloads(
     plan: &mut Plan,
     dir: &std::path::Path,
     resolver: &mut Resolver,
     epoch: Option<u64>,
-) -> Result<()> {
+    base: Option<&base::Base>,
+) -> Result<(usize, usize)> {
     let mut entries = serde_json::Map::new();
+    let mut counts = (0, 0);
     for payload in &plan.payloads {
-        let size = payload.write(dir, resolver, epoch.unwrap_or(0))?;
+        let written = payload.write(dir, resolver, epoch.unwrap_or(0), base.map(|b| &b.layers))?;
         artifact_gen::stamp_mtime(&dir.join(&payload.name), epoch)?;
-        entries.insert(payload.name.clone(), payload.entry(size));
+        entries.insert(payload.name.clone(), payload.entry(&written));
+        let (out, all) = written.counts();
+        counts = (counts.0 + out, counts.1 + all);
     }
     let doc = plan
         .meta
@@ -374,7 +385,7 @@ fn write_payloads(
     doc.insert("inline".to_owned(), Value::Object(entries));
     docker_spec::parse(&plan.meta)
         .map_err(|e| anyhow!("the meta-data with its inline images does not validate: {e}"))?;
-    Ok(())
+    Ok(counts)
 }
 
 /// The provide and clear this artifact writes: (filesystem, name, version).
@@ -410,8 +421,24 @@ fn run(args: &Args) -> Result<()> {
     }
 
     let work = Scratch::new(&args.output_path, "--output-path")?;
+    let base = match &args.base {
+        Some(path) => Some(base::read(
+            &tool,
+            path,
+            &work.dir.join("base"),
+            &stack,
+            &format!("{filesystem}.{name}.version"),
+        )?),
+        None => None,
+    };
+    let mut extra_args = args.passthrough.mender_artifact_args.clone();
+    if let Some(b) = &base {
+        extra_args.push("--depends".into());
+        extra_args.push(b.depends().into());
+    }
+    let mut left_out = (0, 0);
     if args.inline {
-        write_payloads(&mut plan, &work.dir, &mut resolver, epoch)?;
+        left_out = write_payloads(&mut plan, &work.dir, &mut resolver, epoch, base.as_ref())?;
     }
     let meta_path = work.dir.join("meta-data.json");
     let text = serde_json::to_vec(&plan.meta).expect("meta-data serialises");
@@ -430,7 +457,7 @@ fn run(args: &Args) -> Result<()> {
                 .map(|p| work.dir.join(&p.name))
                 .collect(),
             software: (&filesystem, &name, &version),
-            extra_args: &args.passthrough.mender_artifact_args,
+            extra_args: &extra_args,
         },
         &tmp_out,
         &args.output_path,
@@ -443,8 +470,15 @@ fn run(args: &Args) -> Result<()> {
             plan.payloads.iter().map(|p| p.images.len()).sum::<usize>()
         ),
     };
+    let delta = match &base {
+        Some(b) => format!(
+            "; a delta: {} of {} layer(s) left out, depends on {}={}",
+            left_out.0, left_out.1, b.key, b.version
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "docker-artifact-gen: wrote {}: stack {stack}; provides {filesystem}.{name}.version={version}{carried}",
+        "docker-artifact-gen: wrote {}: stack {stack}; provides {filesystem}.{name}.version={version}{carried}{delta}",
         args.output_path.display()
     );
     Ok(())
@@ -761,7 +795,7 @@ mod tests {
                 "network_mode": "host", "restart": "always", "tty": true}}}})
         );
         let out = TempDir::new("legacy-inline-out");
-        write_payloads(&mut plan, &out.0, &mut offline(), Some(1_700_000_000)).unwrap();
+        write_payloads(&mut plan, &out.0, &mut offline(), Some(1_700_000_000), None).unwrap();
         let written = fs::metadata(out.0.join("app.tar")).unwrap();
         assert_eq!(
             written.modified().unwrap(),

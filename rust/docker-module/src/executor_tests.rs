@@ -601,6 +601,7 @@ fn inline_release(id_char: char, size: Option<u64>) -> Release {
         payload: "images.tar".into(),
         images: vec![digest(id_char)],
         size,
+        layers: Vec::new(),
     }];
     r
 }
@@ -736,6 +737,56 @@ fn a_bad_inline_archive_is_refused_in_download_with_nothing_changed() {
 }
 
 #[test]
+fn a_delta_archive_loads_only_over_its_base_layers_and_is_refused_without_them() {
+    let layer = digest;
+    let delta = |id_char: char| {
+        let mut r = inline_release(id_char, None);
+        r.inline[0].layers = vec![docker_spec::ImageLayers {
+            image: digest(id_char),
+            on_device: vec![layer('4'), layer('5')],
+            inline: vec![layer('6')],
+        }];
+        r
+    };
+    for (what, held, refused) in [
+        ("base present", vec![layer('4'), layer('5')], None),
+        ("base under a longer stack", vec![layer('4'), layer('5'), layer('7')], None),
+        ("second layer over another", vec![layer('7'), layer('5')], Some(format!(
+            "inline archive images.tar is a delta: it leaves out layer {} of image {} (1 of the 2 layers it expects on the device)", layer('4'), digest('c')))),
+        ("top base layer missing", vec![layer('4')], Some(format!(
+            "it leaves out layer {} of image {} (2 of the 2 layers", layer('5'), digest('c')))),
+    ] {
+        let mut b = Bench::new(&format!("delta-{}", what.replace(' ', "-")));
+        let v1 = release(vec![spec("web", '1')]);
+        b.publish(&v1);
+        b.deploy("web-1", &v1);
+        // The running release's image holds them.
+        for i in &mut b.engine.images {
+            i.layers = held.clone();
+        }
+        let before = b.view();
+        let journal = b.journal("web");
+        let r = delta('c');
+        let mut src = payloads(vec![("images.tar", fake_archive(&[&digest('c')]))]);
+        let got = b.state("web-2", "web", |d| d.download(&r, Some(&mut src)));
+        match refused {
+            None => {
+                got.unwrap();
+                assert!(b.engine.has_image(&digest('c')), "{what}: loaded");
+            }
+            Some(want) => {
+                let e = got.unwrap_err().to_string();
+                assert!(e.contains(&want), "{what}: {e}\nwant: {want}");
+                assert!(e.contains("deploy the full artifact") && !e.contains('\n'), "{what}: {e}");
+                assert!(!b.engine.calls.iter().any(|c| c == "load"), "{what}: nothing loaded");
+                assert_eq!(b.view(), before, "{what}: nothing changed");
+                assert_eq!(b.journal("web"), journal, "{what}: journal as before");
+            }
+        }
+    }
+}
+
+#[test]
 fn stored_payloads_are_loaded_by_artifact_install_before_anything_stops() {
     let mut b = Bench::new("inline-store");
     let v1 = release(vec![spec("web", '1')]);
@@ -820,10 +871,12 @@ fn a_load_killed_half_way_is_undone_by_the_next_state_once_the_engine_has_finish
         crate::engine::fake::FakeImage {
             id: digest('9'),
             refs: vec![digest('9')],
+            layers: Vec::new(),
         },
         crate::engine::fake::FakeImage {
             id: digest('e'),
             refs: vec![digest('e'), "demo/web:1.0".into()],
+            layers: Vec::new(),
         },
     ];
     if let Some(i) = b.engine.images.iter_mut().find(|i| i.id == "sha256:user") {

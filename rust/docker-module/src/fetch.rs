@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use docker_spec::{ImageRef, InlineArchive, Release};
+use docker_spec::{ImageLayers, ImageRef, InlineArchive, Release};
 use mender_module_protocol::signal;
 
 use crate::archive::TagStripper;
@@ -51,6 +51,7 @@ impl Deployer<'_> {
         crate::policy::enforce(release, self.config, &containers)?;
         plan::install(release, "check", &containers)?;
         crate::executor::check_device_files(release, self.config)?;
+        self.check_base_layers(release, &missing)?;
         for n in release.networks.iter().filter(|n| n.external) {
             if !self.engine.network_exists(&n.engine)? {
                 return Err(DeployError::Refused(format!(
@@ -126,6 +127,45 @@ impl Deployer<'_> {
             release.containers.len(),
             images.len()
         );
+        Ok(())
+    }
+
+    /// A delta archive (`docker-artifact-gen --base`) leaves out the bottom
+    /// layers of its images. The engine's loader takes a left-out layer from
+    /// its own store only when it holds the same stack of layers below it
+    /// (the chain ID); otherwise the load fails half way. Refused here
+    /// instead, before anything changes, naming the first missing layer.
+    fn check_base_layers(&mut self, release: &Release, missing: &[&ImageRef]) -> Result<()> {
+        let needs: Vec<(&InlineArchive, &ImageLayers)> = release
+            .inline
+            .iter()
+            .flat_map(|a| a.layers.iter().map(move |l| (a, l)))
+            .filter(|(_, l)| !l.on_device.is_empty())
+            .filter(|(_, l)| missing.iter().any(|i| i.inline && i.digest == l.image))
+            .collect();
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let mut stacks = Vec::new();
+        for id in self.engine.image_ids()? {
+            if let Some(image) = self.engine.image(&id)? {
+                stacks.push(image.layers);
+            }
+        }
+        for (archive, l) in &needs {
+            if let Some((n, layer)) = first_missing(&l.on_device, &stacks) {
+                return Err(DeployError::Refused(format!(
+                    "inline archive {} is a delta: it leaves out layer {} of image {} ({} of the {} layers it expects on the device), and no image on the device has that layer over the same layers; the device lacks its base release's images, so deploy the full artifact (docker-artifact-gen --inline without --base)",
+                    archive.payload,
+                    layer,
+                    l.image,
+                    n + 1,
+                    l.on_device.len()
+                )));
+            }
+        }
+        let left_out: usize = needs.iter().map(|(_, l)| l.on_device.len()).sum();
+        log!("the {left_out} layer(s) the delta's inline archives leave out are on the device");
         Ok(())
     }
 
@@ -363,5 +403,64 @@ impl Deployer<'_> {
             bytes as f64 / secs / (1024.0 * 1024.0)
         );
         Ok(())
+    }
+}
+
+/// The first layer of `needed` (bottom first) that no stack in `engine`
+/// holds at the same place over the same layers, with its index.
+pub(crate) fn first_missing<'a>(
+    needed: &'a [String],
+    engine: &[Vec<String>],
+) -> Option<(usize, &'a String)> {
+    let held = engine
+        .iter()
+        .map(|stack| {
+            needed
+                .iter()
+                .zip(stack)
+                .take_while(|(want, have)| want == have)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    needed.get(held).map(|layer| (held, layer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_missing;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_left_out_layer_counts_only_over_the_same_layers_below_it() {
+        let needed = v(&["a", "b", "c"]);
+        let cases: Vec<(Vec<Vec<String>>, Option<usize>)> = vec![
+            (vec![], Some(0)),
+            (vec![v(&["a", "b", "c"])], None),
+            // A longer image on top of the same stack holds it too.
+            (vec![v(&["a", "b", "c", "d"])], None),
+            // The longest match of any image counts.
+            (vec![v(&["a"]), v(&["a", "b"]), v(&["x"])], Some(2)),
+            // The same layer over other layers is another layer to the engine.
+            (vec![v(&["x", "b", "c"])], Some(0)),
+            (vec![v(&["a", "x", "c"])], Some(1)),
+            // Pieces from several images do not add up.
+            (vec![v(&["a", "b"]), v(&["x", "y", "c"])], Some(2)),
+        ];
+        for (engine, want) in cases {
+            let got = first_missing(&needed, &engine).map(|(n, l)| {
+                assert_eq!(l, &needed[n]);
+                n
+            });
+            assert_eq!(got, want, "engine {engine:?}");
+        }
+        assert_eq!(
+            first_missing(&[], &[]),
+            None,
+            "a full archive needs nothing"
+        );
     }
 }

@@ -18,6 +18,32 @@ pub struct InlineArchive {
     pub images: Vec<String>,
     /// The archive's length in bytes, when the artifact states it.
     pub size: Option<u64>,
+    /// For an archive built against a base release (`docker-artifact-gen
+    /// --base`): each image's layers, those the device must have and those
+    /// the archive carries. Empty for a full archive.
+    pub layers: Vec<ImageLayers>,
+}
+
+/// One image of a delta archive, by the diff IDs of its layers (bottom
+/// first; what `docker image inspect` lists as `RootFS.Layers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayers {
+    pub image: String,
+    /// The bottom layers the archive leaves out: the engine must already
+    /// hold this stack of layers, under some image.
+    pub on_device: Vec<String>,
+    /// The layers above them, which the archive carries.
+    pub inline: Vec<String>,
+}
+
+impl InlineArchive {
+    /// The layers `image` needs on the device before its archive loads.
+    pub fn on_device(&self, image: &str) -> &[String] {
+        self.layers
+            .iter()
+            .find(|l| l.image == image)
+            .map_or(&[], |l| l.on_device.as_slice())
+    }
 }
 
 /// The payload-name rule: what `mender-artifact` keeps as a file name and a
@@ -55,6 +81,60 @@ pub fn check_image_id(id: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// Parses an archive's `layers`: `{IMAGE ID: {"on_device": [DIFF ID…],
+/// "inline": [DIFF ID…]}}` for images of that archive.
+fn parse_layers(items: Object<'_>, images: &[String]) -> Result<Vec<ImageLayers>> {
+    let mut out = Vec::new();
+    for (image, item) in items.entries() {
+        let at = items.path(image);
+        if !images.iter().any(|i| i == image) {
+            return Err(SpecError::invalid(
+                &at,
+                format!("{image:?} is not one of the archive's images"),
+            ));
+        }
+        let Value::Object(map) = item else {
+            return Err(SpecError::invalid(
+                &at,
+                format!("must be an object, found {}", kind(item)),
+            ));
+        };
+        let mut o = Object::new(map, at.clone());
+        let mut list = |key: &'static str| -> Result<Vec<String>> {
+            let mut ids = Vec::new();
+            for (id_at, id) in o.optional_strings(key)?.unwrap_or_default() {
+                check_layer_id(id).map_err(|p| SpecError::invalid(&id_at, p))?;
+                ids.push(id.to_owned());
+            }
+            Ok(ids)
+        };
+        let on_device = list("on_device")?;
+        let inline = list("inline")?;
+        o.finish()?;
+        if on_device.is_empty() && inline.is_empty() {
+            return Err(SpecError::invalid(
+                &at,
+                "lists no layer: write the image's layers in \"on_device\" and \"inline\"",
+            ));
+        }
+        out.push(ImageLayers {
+            image: image.to_owned(),
+            on_device,
+            inline,
+        });
+    }
+    Ok(out)
+}
+
+/// A layer's diff ID: `sha256:` and 64 lower-case hex digits.
+fn check_layer_id(id: &str) -> std::result::Result<(), String> {
+    check_image_id(id).map_err(|_| {
+        format!(
+            "{id:?} is not a layer's diff ID: write sha256: and the 64 lower-case hex digits `docker inspect --format '{{{{.RootFS.Layers}}}}' IMAGE` lists"
+        )
+    })
+}
+
 /// Parses `inline` and marks every container whose image digest is one of the
 /// archives' image IDs as inline.
 pub(crate) fn parse(
@@ -82,6 +162,7 @@ pub(crate) fn parse(
         }
         let images_at = o.path("images");
         let ids = o.optional_strings("images")?.unwrap_or_default();
+        let layers = o.optional_object("layers")?;
         o.finish()?;
         if ids.is_empty() {
             return Err(SpecError::invalid(
@@ -101,10 +182,15 @@ pub(crate) fn parse(
             }
             images.push(id.to_owned());
         }
+        let layers = match layers {
+            Some(l) => parse_layers(l, &images)?,
+            None => Vec::new(),
+        };
         archives.push(InlineArchive {
             payload: payload.to_owned(),
             images,
             size,
+            layers,
         });
     }
     for c in containers.iter_mut() {

@@ -42,7 +42,7 @@ pub use container::{
 };
 pub use error::{Path, Result, SpecError};
 pub use image::ImageRef;
-pub use inline::InlineArchive;
+pub use inline::{ImageLayers, InlineArchive};
 
 /// The stack every legacy artifact deploys into: the old module had no notion
 /// of stacks, so all its artifacts replace one another.

@@ -680,6 +680,48 @@ fn every_bad_inline_entry_names_where_and_what() {
     }
 }
 
+#[test]
+fn a_delta_archive_lists_each_images_layers_on_the_device_and_inline() {
+    let l1 = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let l2 = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let meta = inline_stack(json!({"images.tar": {"images": [D1], "size": 10,
+        "layers": {D1: {"on_device": [l1], "inline": [l2]}}}}));
+    assert_mender_lists(&meta);
+    let r = parse(&meta).unwrap();
+    let a = r.inline_archive("images.tar").unwrap();
+    assert_eq!(
+        a.layers,
+        [docker_spec::ImageLayers {
+            image: D1.to_owned(),
+            on_device: vec![l1.to_owned()],
+            inline: vec![l2.to_owned()],
+        }]
+    );
+    assert_eq!(a.on_device(D1), [l1.to_owned()]);
+    assert!(a.on_device(D2).is_empty());
+    // A full archive needs nothing on the device.
+    let r = parse(&inline_stack(json!({"images.tar": {"images": [D1]}}))).unwrap();
+    assert!(r.inline[0].layers.is_empty() && r.inline[0].on_device(D1).is_empty());
+
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({D2: {"on_device": [l1]}}), "layers[\"sha256:2222222222222222222222222222222222222222222222222222222222222222\"]: \"sha256:2222222222222222222222222222222222222222222222222222222222222222\" is not one of the archive's images"),
+        (json!({D1: []}), "layers[\"sha256:1111111111111111111111111111111111111111111111111111111111111111\"]: must be an object, found an array"),
+        (json!({D1: {}}), "lists no layer"),
+        (json!({D1: {"on_device": ["sha256:x"]}}), ".on_device[0]: \"sha256:x\" is not a layer's diff ID"),
+        (json!({D1: {"inline": [l1], "base": 1}}), ".base: unknown key"),
+        (json!([l1]), "docker-stack.inline[\"a.tar\"].layers"),
+    ];
+    for (layers, want) in cases {
+        let got = err(inline_stack(
+            json!({"a.tar": {"images": [D1], "layers": layers.clone()}}),
+        ));
+        assert!(
+            got.contains(want),
+            "layers {layers}:\n got: {got}\nwant: {want}"
+        );
+    }
+}
+
 /// `a` depends on each name in `deps` with `service_started`; the others are
 /// plain containers.
 fn graph(deps: &[(&str, &[(&str, &str)])]) -> Value {

@@ -430,6 +430,7 @@ impl Engine for DockerEngine {
             Ok(i) => Ok(Some(Image {
                 id: i.id.unwrap_or_default(),
                 repo_digests: i.repo_digests.unwrap_or_default(),
+                layers: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
             })),
             Err(e) if kind_of(&e) == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(err("inspect image", reference)(e)),

@@ -19,6 +19,8 @@ use crate::labels;
 pub struct FakeImage {
     pub id: String,
     pub refs: Vec<String>,
+    /// Diff IDs, bottom first.
+    pub layers: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,7 @@ impl FakeEngine {
         self.images.push(FakeImage {
             id: id.to_owned(),
             refs: vec![reference.to_owned()],
+            layers: Vec::new(),
         });
     }
 
@@ -119,6 +122,7 @@ impl FakeEngine {
             self.images.push(FakeImage {
                 id: id.to_owned(),
                 refs: vec![id.to_owned()],
+                layers: Vec::new(),
             });
         }
     }
@@ -178,6 +182,7 @@ impl Engine for FakeEngine {
             .map(|i| Image {
                 id: i.id.clone(),
                 repo_digests: i.refs.iter().filter(|r| r.contains('@')).cloned().collect(),
+                layers: i.layers.clone(),
             }))
     }
 
@@ -255,6 +260,7 @@ impl Engine for FakeEngine {
             None => self.images.push(FakeImage {
                 id,
                 refs: vec![pinned],
+                layers: Vec::new(),
             }),
         }
         Ok(())

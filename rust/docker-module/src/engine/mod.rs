@@ -88,6 +88,8 @@ pub enum Health {
 pub struct Image {
     pub id: String,
     pub repo_digests: Vec<String>,
+    /// The diff IDs of its layers, bottom first (`RootFS.Layers`).
+    pub layers: Vec<String>,
 }
 
 impl Image {
