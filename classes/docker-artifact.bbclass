@@ -76,6 +76,13 @@ DOCKER_ARTIFACT_DEPENDS ?= ""
 DOCKER_ARTIFACT_SIGNING_KEY ?= "${@d.getVar('MENDER_ARTIFACT_SIGNING_KEY') or ''}"
 # Passed to mender-artifact after "--" (split like a shell would, unexpanded).
 DOCKER_ARTIFACT_EXTRA_ARGS ?= ""
+# An earlier release's artifact of this stack (a copy kept outside TMPDIR,
+# e.g. from the release server): do_deploy then also writes
+# ${DOCKER_ARTIFACT_DELTA}, which carries only the image layers the base
+# lacks and depends on the base's data-partition.<stack>.version. The full
+# artifact is still written, for devices at any other version.
+DOCKER_ARTIFACT_BASE ?= ""
+DOCKER_ARTIFACT_DELTA ?= "${DOCKER_ARTIFACT_NAME}-delta.mender"
 
 inherit deploy
 
@@ -164,8 +171,25 @@ def docker_artifact_spec(d, images):
         f.write(text)
     return out
 
-def docker_artifact_command(d, output):
-    """The docker-artifact-gen command line that writes the artifact to output."""
+def docker_artifact_base(d):
+    """The base artifact's path, checked, or '' without DOCKER_ARTIFACT_BASE."""
+    base = d.getVar('DOCKER_ARTIFACT_BASE') or ''
+    if base and not os.path.isfile(base):
+        bb.fatal("DOCKER_ARTIFACT_BASE names %s, which is not a file; point it at the artifact of the release "
+                 "the devices run (a copy kept outside TMPDIR), or leave it empty" % base)
+    if base and os.path.basename(base) == d.getVar('DOCKER_ARTIFACT_DELTA'):
+        bb.fatal("DOCKER_ARTIFACT_BASE names %s, the delta this build writes; name the full artifact of the "
+                 "devices' release instead" % base)
+    return base
+
+def docker_artifact_base_checksum(d):
+    """A changed base artifact makes a new delta."""
+    base = d.getVar('DOCKER_ARTIFACT_BASE') or ''
+    return '%s:True' % base if base else ''
+
+def docker_artifact_command(d, output, base=''):
+    """The docker-artifact-gen command line that writes the artifact to output
+    (a delta against base when one is given)."""
     import shlex
     types = (d.getVar('DOCKER_ARTIFACT_DEVICE_TYPES') or '').split()
     if not types:
@@ -186,6 +210,8 @@ def docker_artifact_command(d, output):
     cmd += ['-o', output, '--inline',
             '--software-name', d.getVar('DOCKER_ARTIFACT_STACK'),
             '--software-version', d.getVar('DOCKER_ARTIFACT_VERSION')]
+    if base:
+        cmd += ['--base', base]
     if d.getVar('DOCKER_ARTIFACT_SPEC'):
         if d.getVar('DOCKER_ARTIFACT_RUN_ARGS'):
             bb.fatal("DOCKER_ARTIFACT_RUN_ARGS and DOCKER_ARTIFACT_SPEC are both set: put the options into the spec's containers")
@@ -204,22 +230,28 @@ def docker_artifact_command(d, output):
         cmd += ['--'] + extra
     return cmd
 
-do_deploy[doc] = "Writes ${DOCKER_ARTIFACT} with its images inline and deploys it to DEPLOY_DIR_IMAGE"
+do_deploy[doc] = "Writes ${DOCKER_ARTIFACT} with its images inline (and ${DOCKER_ARTIFACT_DELTA} with DOCKER_ARTIFACT_BASE) and deploys it to DEPLOY_DIR_IMAGE"
 python do_deploy() {
     import shlex
     import subprocess
-    cmd = docker_artifact_command(d, os.path.join(d.getVar('DEPLOYDIR'), d.getVar('DOCKER_ARTIFACT')))
-    bb.note('Running: ' + ' '.join(shlex.quote(arg) for arg in cmd))
-    # PATH and SOURCE_DATE_EPOCH come from the task's environment.
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if result.stdout:
-        bb.note(result.stdout.rstrip())
-    if result.returncode != 0:
-        bb.fatal('docker-artifact-gen failed (exit %d):\n%s' % (result.returncode, result.stdout.rstrip()))
+    deploydir = d.getVar('DEPLOYDIR')
+    runs = [docker_artifact_command(d, os.path.join(deploydir, d.getVar('DOCKER_ARTIFACT')))]
+    base = docker_artifact_base(d)
+    if base:
+        runs.append(docker_artifact_command(d, os.path.join(deploydir, d.getVar('DOCKER_ARTIFACT_DELTA')), base))
+    for cmd in runs:
+        bb.note('Running: ' + ' '.join(shlex.quote(arg) for arg in cmd))
+        # PATH and SOURCE_DATE_EPOCH come from the task's environment.
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.stdout:
+            bb.note(result.stdout.rstrip())
+        if result.returncode != 0:
+            bb.fatal('docker-artifact-gen failed (exit %d):\n%s' % (result.returncode, result.stdout.rstrip()))
 }
 do_deploy[depends] += "docker-artifact-gen-native:do_populate_sysroot mender-artifact-native:do_populate_sysroot \
                        ${@docker_artifact_depends(d)}"
 do_deploy[mcdepends] += "${@docker_artifact_mcdepends(d)}"
+do_deploy[file-checksums] += "${@docker_artifact_base_checksum(d)}"
 # Read only for a warning: a change of the rootfs provides does not rebuild the artifact.
 # nooelint: oelint.vars.mispell.unknown - a flag of the function defined above, not a variable
 docker_artifact_check_depends[vardepsexclude] = "MENDER_ARTIFACT_PROVIDES COMPOSABLE_ROOTFS_PROVIDES_MAP"

@@ -224,6 +224,7 @@ def docker_class(tmp_path, monkeypatch):
     gen.write_text(textwrap.dedent(f"""\
         #!/bin/sh
         printf '%s\\n' "$@" > {argv_file}
+        printf '%s\\n' "$@" -- END -- >> {argv_file}.all
         while [ $# -gt 0 ]; do [ "$1" = -o ] && echo artifact > "$2"; shift; done
         echo "docker-artifact-gen: wrote it"
         exit ${{FAKE_GEN_EXIT:-0}}
@@ -246,6 +247,8 @@ def docker_class(tmp_path, monkeypatch):
         "DOCKER_ARTIFACT_DEPENDS": "",
         "DOCKER_ARTIFACT_SIGNING_KEY": "",
         "DOCKER_ARTIFACT_EXTRA_ARGS": "",
+        "DOCKER_ARTIFACT_BASE": "",
+        "DOCKER_ARTIFACT_DELTA": "demo-stack-1.0-delta.mender",
         "MENDER_ARTIFACT_PROVIDES": PRODUCT_PROVIDES,
         "BB_CURRENT_MC": "default",
         "DEPLOYDIR": str(deploydir),
@@ -386,7 +389,30 @@ def test_a_spec_for_another_stack_is_refused(docker_class, tmp_path):
         run_deploy(docker_class, DOCKER_ARTIFACT_RUN_ARGS="", DOCKER_ARTIFACT_SPEC=str(spec))
 
 
+def test_with_a_base_the_full_artifact_and_a_delta_against_the_base_are_both_written(docker_class, tmp_path):
+    base = tmp_path / "releases" / "demo-stack-0.9.mender"
+    base.parent.mkdir()
+    base.write_bytes(b"base")
+    run_deploy(docker_class, DOCKER_ARTIFACT_BASE=str(base))
+    deploydir = Path(docker_class[2]["DEPLOYDIR"])
+    runs = (docker_class[4].parent / "argv.all").read_text().split("--\nEND\n--\n")[:-1]
+    full, delta = (r.splitlines() for r in runs)
+    assert "--base" not in full and full[full.index("-o") + 1] == f"{deploydir}/demo-stack-1.0.mender"
+    assert delta[delta.index("-o") + 1] == f"{deploydir}/demo-stack-1.0-delta.mender"
+    assert delta[delta.index("--base") + 1] == str(base)
+    assert [a for a in delta if a not in (str(base), "--base")] == [
+        a.replace("demo-stack-1.0.mender", "demo-stack-1.0-delta.mender") for a in full]
+    assert {p.name for p in deploydir.iterdir()} == {"demo-stack-1.0.mender", "demo-stack-1.0-delta.mender"}
+    ns = docker_class[0]
+    assert ns["docker_artifact_base_checksum"](FakeData({"DOCKER_ARTIFACT_BASE": str(base)})) == f"{base}:True"
+    assert ns["docker_artifact_base_checksum"](FakeData({"DOCKER_ARTIFACT_BASE": ""})) == ""
+    assert 'do_deploy[file-checksums] += "${@docker_artifact_base_checksum(d)}"' in DOCKER_CLASS.read_text()
+    assert class_defaults()["DOCKER_ARTIFACT_BASE"] == ""
+
+
 @pytest.mark.parametrize("changes, message", [
+    ({"DOCKER_ARTIFACT_BASE": "/nonexistent/web-0.9.mender"},
+     "DOCKER_ARTIFACT_BASE names /nonexistent/web-0.9.mender, which is not a file"),
     ({"DOCKER_ARTIFACT_DEVICE_TYPES": ""}, "DOCKER_ARTIFACT_DEVICE_TYPES is empty: inherit mender-full"),
     ({"DOCKER_ARTIFACT_OCI_IMAGES": ""}, "DOCKER_ARTIFACT_OCI_IMAGES is empty"),
     ({"DOCKER_ARTIFACT_OCI_TAG": "1.0"}, "app-container from DOCKER_ARTIFACT_OCI_IMAGES did not deploy .*app-container-1.0-oci.tar"),
