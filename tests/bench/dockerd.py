@@ -434,12 +434,16 @@ class Dockerd:
     def reset(self) -> None:
         """Give the next test an empty engine: no containers, images, volumes or custom networks."""
         self.remove_all_containers()
-        images = self.ids("images", "-aq")
-        if images:
-            self.docker("rmi", "-f", *sorted(set(images)), check=False)
+        # A built image's parents (the builder's intermediate images) refuse removal while their
+        # child is there, even forced: a few passes, children first by the engine's own refusals.
+        left = self.ids("images", "-aq")
+        for _ in range(4):
+            if not left:
+                break
+            self.docker("rmi", "-f", *sorted(set(left)), check=False)
             left = self.ids("images", "-aq")
-            if left:
-                raise BenchError(f"images {left} survived `docker rmi -f` on {self.host}")
+        if left:
+            raise BenchError(f"images {left} survived `docker rmi -f` on {self.host}")
         self.docker("volume", "prune", "-f")
         self.docker("network", "prune", "-f")
         # Credentials from a previous test's `docker login` must not leak into the next one.

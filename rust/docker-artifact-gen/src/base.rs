@@ -101,3 +101,93 @@ fn from_dump(
         layers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::tests::{docker_save, TempDir, A};
+    use artifact_gen::mender_artifact::Dumped;
+    use serde_json::json;
+
+    const KEY: &str = "data-partition.web.version";
+
+    fn dumped(dir: &TempDir, payload_type: &str, meta: serde_json::Value) -> Dumped {
+        // One directory per dump: a case list holds several at once.
+        let n = fs::read_dir(&dir.0).unwrap().count();
+        let at = dir.0.join(n.to_string());
+        let files = at.join("files");
+        fs::create_dir_all(&files).unwrap();
+        let meta_data = at.join("0000.meta-data");
+        fs::write(&meta_data, meta.to_string()).unwrap();
+        Dumped {
+            payload_type: payload_type.to_owned(),
+            artifact_name: "web-1".into(),
+            provides: vec![(KEY.into(), "1".into())],
+            meta_data,
+            files,
+        }
+    }
+
+    fn stack(name: &str, inline: serde_json::Value) -> serde_json::Value {
+        json!({"docker-stack": {"format": 1, "stack": name, "inline": inline,
+            "containers": {"app": {"image": format!("app:1@sha256:{A}"), "network_mode": "none"}}}})
+    }
+
+    #[test]
+    fn a_base_gives_its_version_and_every_layer_stack_of_its_images() {
+        let dir = TempDir::new("base-ok");
+        let d = dumped(
+            &dir,
+            "docker",
+            stack(
+                "web",
+                json!({"images.tar": {"images": [format!("sha256:{A}")]}}),
+            ),
+        );
+        let diff = format!("sha256:{}", "1".repeat(64));
+        let manifest = json!([{"Config": format!("{A}.json"), "Layers": ["l1/layer.tar"]}]);
+        crate::archive::tests::tar_file(
+            &d.files.join("images.tar"),
+            &[
+                (
+                    &format!("{A}.json"),
+                    json!({"rootfs": {"diff_ids": [diff]}})
+                        .to_string()
+                        .as_bytes(),
+                ),
+                ("manifest.json", manifest.to_string().as_bytes()),
+            ],
+        );
+        let base = from_dump(&d, "B.mender", "web", KEY).unwrap();
+        assert_eq!(base.depends(), format!("{KEY}:1"));
+        assert_eq!(base.layers.held(&[diff.clone(), "sha256:x".into()]), 1);
+    }
+
+    #[test]
+    fn a_base_that_cannot_be_one_is_refused_with_what_to_name_instead() {
+        let dir = TempDir::new("base-bad");
+        let inline = json!({"images.tar": {"images": [format!("sha256:{A}")]}});
+        let mut other_key = dumped(&dir, "docker", stack("web", inline.clone()));
+        other_key.provides = vec![("data-partition.shop.version".into(), "3".into())];
+        let cases: Vec<(Dumped, &str)> = vec![
+            (dumped(&dir, "persistent-app", stack("web", inline.clone())), "--base B.mender is an artifact for the persistent-app Update Module, not for docker"),
+            (dumped(&dir, "docker", stack("shop", inline.clone())), "--base B.mender is a release of stack shop, not web"),
+            (other_key, "--base B.mender does not provide data-partition.web.version (it provides data-partition.shop.version=3)"),
+            (dumped(&dir, "docker", stack("web", json!({}))), "carries no inline images"),
+            (dumped(&dir, "docker", stack("web", inline.clone())), "--base B.mender: payload images.tar: "),
+        ];
+        for (d, want) in cases {
+            let e = format!("{:#}", from_dump(&d, "B.mender", "web", KEY).unwrap_err());
+            assert!(e.contains(want), "{e}\nwant: {want}");
+        }
+        // A docker-save payload that is missing its layers is fine (a delta),
+        // one without diff IDs is not.
+        let d = dumped(&dir, "docker", stack("web", inline));
+        docker_save(&d.files.join("images.tar"), &format!("{A}.json"), &[]);
+        let e = format!("{:#}", from_dump(&d, "B.mender", "web", KEY).unwrap_err());
+        assert!(
+            e.contains("rootfs.diff_ids holds 0 valid diff ID(s)"),
+            "{e}"
+        );
+    }
+}

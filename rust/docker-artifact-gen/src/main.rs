@@ -69,6 +69,14 @@ archives of the same image give the same artifact however they were
 tarred. An image that image-oci (umoci) builds twice is not the same
 image: its config records the build time.
 
+--base ARTIFACT (with --inline) makes a delta against the release a device
+already runs: ARTIFACT is that release's artifact of the same stack (full or
+itself a delta). Each image leaves out the bottom layers that an image of the
+base has over the same layers; the meta-data lists which layers stay on the
+device, and the artifact depends on the base's
+<filesystem>.<name>.version, so the client refuses it on devices at any other
+version: keep the full artifact for those.
+
 --compose FILE (repeat to merge, later files win) translates a compose
 project into a docker-stack on this machine; the device needs no docker
 compose. Variables come from .env beside the first file and from the
@@ -89,7 +97,9 @@ Examples:
       --run-args '--network host' -o web-1.3.mender \\
       web/app:1.3 oci-archive:tmp/deploy/images/qemux86-64/web-worker-oci.tar
   docker-artifact-gen -n shop-1.0 -t qemux86-64 --inline --compose compose.yaml \\
-      --project-name shop --software-version 1.0 -o shop-1.0.mender",
+      --project-name shop --software-version 1.0 -o shop-1.0.mender
+  docker-artifact-gen -n web-1.4 -t qemux86-64 --inline --spec web.json \\
+      --software-version 1.4 --base web-1.3.mender -o web-1.4-delta.mender",
     mut_arg("software_name", |a| a.help(
         "Name in the provide FILESYSTEM.NAME.version [default: the stack, `docker` without --spec or --compose]"
     ))
