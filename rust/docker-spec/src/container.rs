@@ -371,6 +371,18 @@ pub fn check_absolute(what: &str, path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A path the module mounts a device file on with the engine's bind syntax
+/// (`SOURCE:TARGET:ro`), where a `:` would split it.
+pub fn check_bind_target(what: &str, path: &str) -> Result<(), String> {
+    check_absolute(what, path)?;
+    if path.contains(':') {
+        return Err(format!(
+            "{what} {path:?} holds ':', which a bind mount cannot carry; choose a path without ':'"
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_label(key: &str) -> Result<(), String> {
     if key.is_empty() {
         return Err("a label key is empty".to_owned());

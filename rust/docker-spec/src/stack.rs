@@ -434,12 +434,12 @@ fn parse_container(
         }
     }
     for (at, target, name) in c.optional_string_map("secrets")? {
-        container::check_absolute("secret target", target).map_err(invalid(&at))?;
+        container::check_bind_target("secret target", target).map_err(invalid(&at))?;
         container::check_device_file_name("secret", name).map_err(invalid(&at))?;
         spec.secrets.insert(target.to_owned(), name.to_owned());
     }
     for (at, target, name) in c.optional_string_map("configs")? {
-        container::check_absolute("config target", target).map_err(invalid(&at))?;
+        container::check_bind_target("config target", target).map_err(invalid(&at))?;
         container::check_device_file_name("config", name).map_err(invalid(&at))?;
         spec.configs.insert(target.to_owned(), name.to_owned());
     }

@@ -1175,6 +1175,8 @@ fn secrets_and_configs_name_device_files_and_their_paths_in_the_container() {
     };
     for (c, want) in [
         (base("secrets", json!({"run/token": "t"})), "docker-stack.containers.web.secrets[\"run/token\"]: secret target \"run/token\" must be an absolute path"),
+        (base("secrets", json!({"/run/a:b": "t"})), "docker-stack.containers.web.secrets[\"/run/a:b\"]: secret target \"/run/a:b\" holds ':', which a bind mount cannot carry; choose a path without ':'"),
+        (base("configs", json!({"/etc/a:rw": "c"})), "docker-stack.containers.web.configs[\"/etc/a:rw\"]: config target \"/etc/a:rw\" holds ':'"),
         (base("secrets", json!({"/run/token": "../t"})), "docker-stack.containers.web.secrets[\"/run/token\"]: secret name \"../t\" is not valid"),
         (base("configs", json!({"/etc/a": 5})), "docker-stack.containers.web.configs[\"/etc/a\"]: must be a string, found a number"),
         (
