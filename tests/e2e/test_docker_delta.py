@@ -16,7 +16,7 @@ import pytest
 
 import bench
 from docker_helpers import DockerDevice, container, module_errors, module_lines, stack_meta
-from test_docker_inline import airgapped  # noqa: F401  (the fixture)
+from test_docker_inline import airgapped, rewrite_member  # noqa: F401  (airgapped: the fixture)
 
 pytestmark = pytest.mark.bench
 
@@ -149,3 +149,33 @@ def test_a_delta_whose_base_layers_were_removed_by_hand_is_refused_in_download(r
     # What the message says to do works.
     device.deploy(a["2-full"])
     assert running_image(device) == ids[2]
+
+
+def test_a_delta_with_altered_layer_bytes_is_refused_in_download_with_nothing_changed(releases):
+    device, ids, a = releases
+    device.deploy(a[1])
+    before = device.snapshot()
+    # The delta's own payload and meta-data, its carried layer altered, wrapped again with the same
+    # depends: as a broken download or an attacker would leave it (the artifact's checksums match).
+    dump = device.workdir / "dump"
+    subprocess.run(["mender-artifact", "dump", "--files", str(dump / "files"), "--meta-data", str(dump / "meta"),
+                    str(a[2])], check=True, capture_output=True)
+    payload = dump / "files" / "images.tar"
+    altered = rewrite_member(payload, device.workdir / "images.tar", lambda n: n.endswith("/layer.tar"),
+                             lambda d: d[:-1024] + bytes(b ^ 0xFF for b in d[-1024:]))
+    meta = json.loads((dump / "meta" / "0000.meta-data").read_text())
+    assert meta["docker-stack"]["inline"]["images.tar"]["layers"][ids[2]]["on_device"], meta
+    meta["docker-stack"]["inline"]["images.tar"]["size"] = altered.stat().st_size
+    artifact = bench.mender_artifact_write_module(
+        device.workdir / "altered.mender", type="docker", name=f"{STACK}-2", device_type=device.sandbox.device_type,
+        files=[altered], meta_data=meta, software_filesystem="data-partition", software_name=STACK,
+        software_version="2", depends={PROVIDE: "1"})
+
+    install = device.install(artifact)
+
+    assert install.returncode != 0
+    errors = module_errors(install.stderr)
+    assert errors and "Download" in errors[0] and "inline archive images.tar was refused" in errors[0], \
+        install.stderr[-3000:]
+    assert device.snapshot() == before, "nothing of the load is kept"
+    assert device.sandbox.provides()[PROVIDE] == "1"
