@@ -5,6 +5,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+mod http;
 mod info;
 mod network;
 

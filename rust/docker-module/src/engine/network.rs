@@ -5,8 +5,6 @@
 //! and closes.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -141,29 +139,8 @@ impl Client<'_> {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, Vec<u8>), String> {
-        let mut stream = UnixStream::connect(self.socket).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
-            .map_err(|e| e.to_string())?;
-        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: docker\r\n");
-        if let Some(body) = body {
-            request.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            ));
-        } else {
-            request.push_str("\r\n");
-        }
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        stream
-            .take(MAX_RESPONSE)
-            .read_to_end(&mut response)
-            .map_err(|e| e.to_string())?;
-        split_response(&response)
+        super::http::request(self.socket, self.timeout, method, path, body, MAX_RESPONSE)
+            .map(|r| (r.status, r.body))
     }
 }
 
@@ -184,28 +161,6 @@ fn refusal(op: &'static str, target: &str, status: u16, body: &[u8]) -> EngineEr
     EngineError::new(op, target, kind, format!("{message} (HTTP {status})"))
 }
 
-/// The status and body of a complete HTTP/1.x response.
-fn split_response(response: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("its answer ended before the end of the HTTP headers")?;
-    let head = String::from_utf8_lossy(&response[..end]);
-    let status_line = head.lines().next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.split(' ').nth(1))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("its answer {:?} is not HTTP", status_line.trim()))?;
-    if head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && !l.contains("identity")
-    }) {
-        return Err("it answered an HTTP/1.0 request with a chunked body".to_owned());
-    }
-    Ok((status, response[end + 4..].to_vec()))
-}
-
 /// Percent-encodes everything but unreserved characters (RFC 3986).
 fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
@@ -222,25 +177,6 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn answers_split_into_status_and_body() {
-        assert_eq!(
-            split_response(
-                b"HTTP/1.0 201 Created\r\nContent-Type: application/json\r\n\r\n{\"Id\":\"x\"}"
-            ),
-            Ok((201, b"{\"Id\":\"x\"}".to_vec()))
-        );
-        assert_eq!(
-            split_response(b"HTTP/1.1 204 No Content\r\n\r\n"),
-            Ok((204, Vec::new()))
-        );
-        assert!(split_response(b"HTTP/1.0 200 OK\r\nContent-").is_err());
-        assert!(split_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(
-            split_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n").is_err()
-        );
-    }
 
     #[test]
     fn refusals_keep_the_engine_message_and_their_kind() {
