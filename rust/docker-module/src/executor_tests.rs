@@ -1063,6 +1063,31 @@ fn stack_networks_come_before_the_switch_stay_for_a_rollback_and_go_after_commit
 }
 
 #[test]
+fn a_network_another_container_still_uses_is_kept_and_the_cleanup_succeeds() {
+    let mut b = Bench::new("networks-in-use");
+    let (v1, v2) = networked();
+    b.publish(&v1);
+    b.publish(&v2);
+    b.deploy("web-1", &v1);
+    // Someone ran a container of their own on the stack's back network.
+    let theirs = b.engine.foreign("theirs", &digest('1'));
+    b.engine.connected.insert(("web_back".to_owned(), theirs));
+
+    b.deploy("web-2", &v2);
+
+    assert_eq!(
+        networks_of(&b),
+        ["web_back", "web_back.internal", "web_front"],
+        "kept while their container is on it"
+    );
+    assert!(b.engine.by_name("theirs").unwrap().running);
+    // Once it has gone, the next Cleanup tidies it.
+    b.engine.remove_container("theirs").unwrap();
+    b.state("web-2", "web", |d| d.cleanup()).unwrap();
+    assert_eq!(networks_of(&b), ["web_back.internal", "web_front"]);
+}
+
+#[test]
 fn a_failure_at_any_engine_call_of_a_networked_install_is_recovered_in_a_fresh_process() {
     let (v1, v2) = networked();
     let mut v2_start_first = v2.clone();
