@@ -59,14 +59,12 @@ impl Sha256 {
                 return;
             }
             let block = self.block;
-            compress(&mut self.state, &block);
+            compress_blocks(&mut self.state, &block);
             self.filled = 0;
         }
-        let mut chunks = data.chunks_exact(64);
-        for chunk in &mut chunks {
-            compress(&mut self.state, chunk.try_into().expect("64 bytes"));
-        }
-        let rest = chunks.remainder();
+        let whole = data.len() / 64 * 64;
+        compress_blocks(&mut self.state, &data[..whole]);
+        let rest = &data[whole..];
         self.block[..rest.len()].copy_from_slice(rest);
         self.filled = rest.len();
     }
@@ -103,39 +101,159 @@ pub fn hex(digest: &[u8; 32]) -> String {
     out
 }
 
-fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
-    let mut w = [0u32; 64];
-    for (i, word) in block.chunks_exact(4).enumerate() {
-        w[i] = u32::from_be_bytes(word.try_into().expect("4 bytes"));
+/// Whole 64-byte blocks: with the x86 SHA extensions where the CPU has them
+/// (Intel since Goldmont and Ice Lake, AMD since Zen), a tenfold speed-up
+/// that decides whether a delta installs faster than the full artifact (the
+/// device hashes every file it takes from the installed tree); the portable
+/// rounds elsewhere.
+fn compress_blocks(state: &mut [u32; 8], blocks: &[u8]) {
+    debug_assert_eq!(blocks.len() % 64, 0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("sha")
+            && std::is_x86_feature_detected!("sse2")
+            && std::is_x86_feature_detected!("ssse3")
+            && std::is_x86_feature_detected!("sse4.1")
+        {
+            // SAFETY: the CPU has every feature the function is compiled for.
+            unsafe { x86::compress(state, blocks) };
+            return;
+        }
     }
-    for i in 16..64 {
-        let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-        let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16]
-            .wrapping_add(s0)
-            .wrapping_add(w[i - 7])
-            .wrapping_add(s1);
+    for block in blocks.chunks_exact(64) {
+        compress(state, block.try_into().expect("64 bytes"));
+    }
+}
+
+/// The SHA-NI rounds, as Intel's white paper ("Intel SHA Extensions", 2013)
+/// lays them out: state kept as ABEF/CDGH, four rounds per two
+/// `sha256rnds2`, the schedule by `sha256msg1`/`sha256msg2`.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::K;
+
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    unsafe fn schedule(v0: __m128i, v1: __m128i, v2: __m128i, v3: __m128i) -> __m128i {
+        let t1 = _mm_sha256msg1_epu32(v0, v1);
+        let t2 = _mm_alignr_epi8(v3, v2, 4);
+        _mm_sha256msg2_epu32(_mm_add_epi32(t1, t2), v3)
+    }
+
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub(super) unsafe fn compress(state: &mut [u32; 8], blocks: &[u8]) {
+        let mask = _mm_set_epi64x(
+            0x0c0d_0e0f_0809_0a0bu64 as i64,
+            0x0405_0607_0001_0203u64 as i64,
+        );
+        let dcba = _mm_loadu_si128(state.as_ptr() as *const __m128i);
+        let efgh = _mm_loadu_si128(state.as_ptr().add(4) as *const __m128i);
+        let cdab = _mm_shuffle_epi32(dcba, 0xb1);
+        let efgh = _mm_shuffle_epi32(efgh, 0x1b);
+        let mut abef = _mm_alignr_epi8(cdab, efgh, 8);
+        let mut cdgh = _mm_blend_epi16(efgh, cdab, 0xf0);
+
+        macro_rules! rounds4 {
+            ($w:expr, $i:expr) => {{
+                let k = _mm_loadu_si128(K.as_ptr().add(4 * $i) as *const __m128i);
+                let t1 = _mm_add_epi32($w, k);
+                cdgh = _mm_sha256rnds2_epu32(cdgh, abef, t1);
+                abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(t1, 0x0e));
+            }};
+        }
+        for block in blocks.chunks_exact(64) {
+            let (abef_was, cdgh_was) = (abef, cdgh);
+            let p = block.as_ptr() as *const __m128i;
+            let mut w0 = _mm_shuffle_epi8(_mm_loadu_si128(p), mask);
+            let mut w1 = _mm_shuffle_epi8(_mm_loadu_si128(p.add(1)), mask);
+            let mut w2 = _mm_shuffle_epi8(_mm_loadu_si128(p.add(2)), mask);
+            let mut w3 = _mm_shuffle_epi8(_mm_loadu_si128(p.add(3)), mask);
+            rounds4!(w0, 0);
+            rounds4!(w1, 1);
+            rounds4!(w2, 2);
+            rounds4!(w3, 3);
+            for i in 1..4 {
+                w0 = schedule(w0, w1, w2, w3);
+                rounds4!(w0, 4 * i);
+                w1 = schedule(w1, w2, w3, w0);
+                rounds4!(w1, 4 * i + 1);
+                w2 = schedule(w2, w3, w0, w1);
+                rounds4!(w2, 4 * i + 2);
+                w3 = schedule(w3, w0, w1, w2);
+                rounds4!(w3, 4 * i + 3);
+            }
+            abef = _mm_add_epi32(abef, abef_was);
+            cdgh = _mm_add_epi32(cdgh, cdgh_was);
+        }
+        let feba = _mm_shuffle_epi32(abef, 0x1b);
+        let dchg = _mm_shuffle_epi32(cdgh, 0xb1);
+        let dcba = _mm_blend_epi16(feba, dchg, 0xf0);
+        let hgef = _mm_alignr_epi8(dchg, feba, 8);
+        _mm_storeu_si128(state.as_mut_ptr() as *mut __m128i, dcba);
+        _mm_storeu_si128(state.as_mut_ptr().add(4) as *mut __m128i, hgef);
+    }
+}
+
+/// One 64-byte block. The rounds are written out eight at a time (the
+/// variables rotate by renaming, not by moves) and the schedule is a
+/// 16-word ring: at the size profile (`opt-level = "z"`) the compiler
+/// neither unrolls a loop nor drops its bounds checks, and the plain loop of
+/// the standard's pseudo-code hashed at half this speed.
+fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
+    let mut w = [0u32; 16];
+    for (word, bytes) in w.iter_mut().zip(block.chunks_exact(4)) {
+        *word = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     }
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
-    for i in 0..64 {
-        let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-        let ch = (e & f) ^ (!e & g);
-        let t1 = h
-            .wrapping_add(s1)
-            .wrapping_add(ch)
-            .wrapping_add(K[i])
-            .wrapping_add(w[i]);
-        let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-        let maj = (a & b) ^ (a & c) ^ (b & c);
-        let t2 = s0.wrapping_add(maj);
-        h = g;
-        g = f;
-        f = e;
-        e = d.wrapping_add(t1);
-        d = c;
-        c = b;
-        b = a;
-        a = t1.wrapping_add(t2);
+
+    macro_rules! round {
+        ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $k:expr, $w:expr) => {
+            let t1 = $h
+                .wrapping_add($e.rotate_right(6) ^ $e.rotate_right(11) ^ $e.rotate_right(25))
+                .wrapping_add(($e & $f) ^ (!$e & $g))
+                .wrapping_add($k)
+                .wrapping_add($w);
+            let t2 = ($a.rotate_right(2) ^ $a.rotate_right(13) ^ $a.rotate_right(22))
+                .wrapping_add(($a & $b) ^ ($a & $c) ^ ($b & $c));
+            $d = $d.wrapping_add(t1);
+            $h = t1.wrapping_add(t2);
+        };
+    }
+    macro_rules! schedule {
+        ($i:expr) => {{
+            let w15 = w[($i + 1) & 15];
+            let w2 = w[($i + 14) & 15];
+            let s0 = w15.rotate_right(7) ^ w15.rotate_right(18) ^ (w15 >> 3);
+            let s1 = w2.rotate_right(17) ^ w2.rotate_right(19) ^ (w2 >> 10);
+            w[$i & 15] = w[$i & 15]
+                .wrapping_add(s0)
+                .wrapping_add(w[($i + 9) & 15])
+                .wrapping_add(s1);
+            w[$i & 15]
+        }};
+    }
+    macro_rules! eight {
+        ($base:expr, $word:ident) => {
+            round!(a, b, c, d, e, f, g, h, K[$base], $word!($base));
+            round!(h, a, b, c, d, e, f, g, K[$base + 1], $word!($base + 1));
+            round!(g, h, a, b, c, d, e, f, K[$base + 2], $word!($base + 2));
+            round!(f, g, h, a, b, c, d, e, K[$base + 3], $word!($base + 3));
+            round!(e, f, g, h, a, b, c, d, K[$base + 4], $word!($base + 4));
+            round!(d, e, f, g, h, a, b, c, K[$base + 5], $word!($base + 5));
+            round!(c, d, e, f, g, h, a, b, K[$base + 6], $word!($base + 6));
+            round!(b, c, d, e, f, g, h, a, K[$base + 7], $word!($base + 7));
+        };
+    }
+    macro_rules! given {
+        ($i:expr) => {
+            w[$i & 15]
+        };
+    }
+    eight!(0, given);
+    eight!(8, given);
+    for base in [16, 24, 32, 40, 48, 56] {
+        eight!(base, schedule);
     }
     for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
         *s = s.wrapping_add(v);
@@ -173,6 +291,18 @@ mod tests {
     }
 
     #[test]
+    fn the_portable_rounds_agree_with_the_accelerated_ones() {
+        let data: Vec<u8> = (0..64 * 50u32).map(|i| (i * 131 % 256) as u8).collect();
+        let mut fast = H0;
+        compress_blocks(&mut fast, &data);
+        let mut portable = H0;
+        for block in data.chunks_exact(64) {
+            compress(&mut portable, block.try_into().unwrap());
+        }
+        assert_eq!(fast, portable);
+    }
+
+    #[test]
     fn pieces_of_any_size_hash_like_the_whole() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
         let whole = digest(&data);
@@ -193,5 +323,22 @@ mod tests {
             h.update(&data[len / 2..len]);
             assert_eq!(hex(&h.finish()), one, "length {len}");
         }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    /// `cargo test --release -p persistent-app-format -- --ignored --nocapture sha256`: the digest's
+    /// throughput at the shipped size profile.
+    #[test]
+    #[ignore]
+    fn measure_sha256_throughput() {
+        let data = vec![0x5au8; 64 << 20];
+        let t0 = std::time::Instant::now();
+        let mut h = super::Sha256::new();
+        h.update(&data);
+        let d = h.finish();
+        let s = t0.elapsed().as_secs_f64();
+        eprintln!("sha256: {:.0} MiB/s ({:02x})", 64.0 / s, d[0]);
     }
 }
