@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bench import DeviceSandbox, mender_artifact_write_module
+from bench import DEPENDS_UNMET_RE, DeviceSandbox, mender_artifact_write_module
 from bench.system import run
 
 APP = "demo-app"
@@ -374,7 +374,11 @@ def delta_deploy(sandbox: DeviceSandbox, module: os.PathLike, generator: os.Path
     dev.mender("rollback 2.0", "rollback")
     dev.install(f"{APP}-2.0 delta again", d2)
     dev.mender("commit 2.0", "commit")
-    dev.install(f"{APP}-3.0 delta against 1.0", d3)
+    refused = dev.install(f"{APP}-3.0 delta against 1.0", d3)
+    # The client's reason, without the progress dots its download left on the same line.
+    reason = next((line for line in refused.stderr.splitlines() if DEPENDS_UNMET_RE.search(line)), "")
+    if reason:
+        say(f"    client: {reason[reason.find('level='):] if 'level=' in reason else reason.strip()}")
     return dev.result
 
 
