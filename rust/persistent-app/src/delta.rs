@@ -168,6 +168,32 @@ pub(crate) fn clone_or_copy(
     ))
 }
 
+/// How many files ahead of the copy the installed tree is read. Most of an
+/// app's files are small, and read one at a time each costs the storage's
+/// latency; asking for the next ones early lets it queue the reads. (On the
+/// shared 2-core bench machine the delta installs were 3.2–3.8 s with it and
+/// 4.0–5.4 s without, but the full installs of the same runs varied as much,
+/// so the gain is not proven there; the hint costs one open per file.)
+const READ_AHEAD: usize = 32;
+
+/// Asks the kernel to start reading `from` (below `base`) into the page
+/// cache. Only a hint: a file that cannot be opened here is reported by the
+/// copy itself.
+fn read_ahead(base: &Dir, from: &str) {
+    let (dir, name) = match from.rsplit_once('/') {
+        Some((dir, name)) => (base.open_dir(Path::new(dir)), name),
+        None => (base.try_clone(), from),
+    };
+    if let Ok(file) = dir.and_then(|d| d.open_file(name)) {
+        let _ = nix::fcntl::posix_fadvise(
+            &file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
+    }
+}
+
 fn hash_all(file: &mut File, buf: &mut [u8]) -> io::Result<Content> {
     let mut hash = Sha256::new();
     let mut size = 0u64;
@@ -344,7 +370,14 @@ impl Session {
         )?;
         extractor.expect_shipped(manifest.shipped());
         let (mut cloned, mut copied) = (0u64, 0u64);
-        for f in manifest.from_base() {
+        let taken: Vec<_> = manifest.from_base().collect();
+        for f in taken.iter().take(READ_AHEAD) {
+            read_ahead(&base, f.base.as_deref().expect("from_base"));
+        }
+        for (i, f) in taken.iter().enumerate() {
+            if let Some(next) = taken.get(i + READ_AHEAD) {
+                read_ahead(&base, next.base.as_deref().expect("from_base"));
+            }
             let from = f.base.as_deref().expect("from_base");
             match extractor.add_base_file(&f.path, &base, from, f.content, f.mode, f.mtime) {
                 Ok(Placed::Cloned) => cloned += 1,
