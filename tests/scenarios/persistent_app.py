@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bench import DeviceSandbox, mender_artifact_write_module
+from bench import DEPENDS_UNMET_RE, DeviceSandbox, mender_artifact_write_module
 from bench.system import run
 
 APP = "demo-app"
@@ -310,4 +310,109 @@ def refused_by_policy(sandbox: DeviceSandbox, module: os.PathLike, generator: os
     dev.mender("commit 1.0", "commit")
     dev.install(f"{APP}-sshd (service sshd.service)", sshd)
     dev.install(f"{APP}-client (service mender-updated.service)", client)
+    return dev.result
+
+
+# -- file deltas -----------------------------------------------------------------------------------
+
+
+def generate_delta(generator: os.PathLike, out: Path, version: str, src: Path, base: Path,
+                   device_type: str) -> Path:
+    """`persistent-app-artifact-gen --base BASE.mender` as a user runs it."""
+    run([str(generator), "-n", f"{APP}-{version}", "-t", device_type, "-d", DEST, "--software-name", APP,
+         "--software-version", version, "--base", str(base), "-o", str(out), str(src)])
+    return out
+
+
+def make_v3(v2: Path, root: Path) -> Path:
+    """3.0 from 2.0: one file changed."""
+    shutil.copytree(v2, root, symlinks=True)
+    _write(root / "bin/demo", b"#!/bin/sh\necho demo 3.0\n", 0o700)
+    _settle_mtimes(root, 1_750_000_000)
+    return root
+
+
+def repack_with_changed_file(artifact: Path, out: Path, member: str, content: bytes) -> Path:
+    """The artifact re-written by mender-artifact with one member of app.tar replaced by `content` of the
+    same size: the artifact's own checksums are right again, only the delta's manifest disagrees."""
+    work = out.parent / f"{out.stem}-dump"
+    meta, files = work / "meta", work / "files"
+    meta.mkdir(parents=True)
+    files.mkdir()
+    dumped = run(["mender-artifact", "dump", "--meta-data", str(meta), "--files", str(files),
+                  "--print0-cmdline", str(artifact)])
+    argv = [a for a in dumped.stdout.split("\0") if a]
+    tar_path = files / "app.tar"
+    with tarfile.open(tar_path) as t:
+        members = [(m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()]
+    with tarfile.open(tar_path, "w", format=tarfile.GNU_FORMAT) as t:
+        for m, data in members:
+            if m.name == member:
+                assert len(content) == m.size, "same size, so only the digest can tell"
+                data = content
+            t.addfile(m, io.BytesIO(data) if data is not None else None)
+    # The dump was given absolute directories, so its command line names the files absolutely.
+    run(["mender-artifact", *argv, "--output-path", str(out)])
+    return out
+
+
+def delta_deploy(sandbox: DeviceSandbox, module: os.PathLike, generator: os.PathLike, workdir: Path,
+                 mode: str, say: Say = _quiet) -> Run:
+    """1.0 + commit; the 2.0 delta (--base 1.0) + rollback; again + commit; then a 3.0 delta built
+    against 1.0, which a device at 2.0 must refuse by depends."""
+    dev = Device(sandbox, module, mode, say, log_states=True)
+    v1, v2 = _sources(workdir)
+    dev.result.sources = {"1.0": manifest(v1), "2.0": manifest(v2)}
+    dt = sandbox.device_type
+    a1 = generate(generator, workdir / f"{APP}-1.0.mender", "1.0", v1, dt)
+    d2 = generate_delta(generator, workdir / f"{APP}-2.0-delta.mender", "2.0", v2, a1, dt)
+    d3 = generate_delta(generator, workdir / f"{APP}-3.0-delta.mender", "3.0",
+                        make_v3(v2, workdir / "src-3.0"), a1, dt)
+    dev.install(f"{APP}-1.0", a1)
+    dev.mender("commit 1.0", "commit")
+    dev.install(f"{APP}-2.0 delta", d2)
+    dev.mender("rollback 2.0", "rollback")
+    dev.install(f"{APP}-2.0 delta again", d2)
+    dev.mender("commit 2.0", "commit")
+    refused = dev.install(f"{APP}-3.0 delta against 1.0", d3)
+    # The client's reason, without the progress dots its download left on the same line.
+    reason = next((line for line in refused.stderr.splitlines() if DEPENDS_UNMET_RE.search(line)), "")
+    if reason:
+        say(f"    client: {reason[reason.find('level='):] if 'level=' in reason else reason.strip()}")
+    return dev.result
+
+
+def delta_refused(sandbox: DeviceSandbox, module: os.PathLike, generator: os.PathLike, workdir: Path,
+                  mode: str, say: Say = _quiet) -> Run:
+    """1.0 + commit, then the 2.0 delta: with a base file edited by hand, with one removed by hand (each
+    restored afterwards), and re-packed with a shipped file's content changed."""
+    dev = Device(sandbox, module, mode, say, log_states=True)
+    v1, v2 = _sources(workdir)
+    dev.result.sources = {"1.0": manifest(v1), "2.0": manifest(v2)}
+    dt = sandbox.device_type
+    a1 = generate(generator, workdir / f"{APP}-1.0.mender", "1.0", v1, dt)
+    d2 = generate_delta(generator, workdir / f"{APP}-2.0-delta.mender", "2.0", v2, a1, dt)
+    dev.install(f"{APP}-1.0", a1)
+    dev.mender("commit 1.0", "commit")
+    dest = sandbox.host_path(DEST)
+    weights = dest / "share/model/weights.bin"
+    original = weights.read_bytes()
+    st = weights.stat()
+    weights.write_bytes(bytes([original[0] ^ 0xFF]) + original[1:])
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    dev.install(f"{APP}-2.0 delta (base file edited by hand)", d2)
+    weights.write_bytes(original)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    lib = dest / "lib/libdemo.so.1"
+    kept = lib.read_bytes()
+    lib_st, dir_st = lib.stat(), lib.parent.stat()
+    lib.unlink()
+    dev.install(f"{APP}-2.0 delta (base file removed by hand)", d2)
+    lib.write_bytes(kept)
+    os.chmod(lib, stat.S_IMODE(lib_st.st_mode))
+    os.utime(lib, ns=(lib_st.st_atime_ns, lib_st.st_mtime_ns))
+    os.utime(lib.parent, ns=(dir_st.st_atime_ns, dir_st.st_mtime_ns))
+    tampered = repack_with_changed_file(d2, workdir / f"{APP}-2.0-tampered.mender", "etc/demo.conf",
+                                        b"level=9\n")
+    dev.install(f"{APP}-2.0 delta (shipped file changed)", tampered)
     return dev.result

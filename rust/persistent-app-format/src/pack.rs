@@ -6,7 +6,7 @@
 //! Hard links inside the sources stay hard links. The sources are streamed
 //! into the archive, never held in memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -141,18 +141,54 @@ impl Packer {
         &self,
         out: W,
         clamp: Option<u64>,
+        progress: impl FnMut(u64),
+    ) -> Result<(W, Summary)> {
+        self.write_except(out, clamp, &HashSet::new(), progress)
+    }
+
+    /// The regular files the archive holds with content (a hard link's
+    /// first path only), in archive order, with the mode and mtime their
+    /// members get: what a delta's manifest lists.
+    pub fn regular_files(&self, clamp: Option<u64>) -> Result<Vec<RegularFile>> {
+        let mut out = Vec::new();
+        let mut seen_inodes = HashSet::new();
+        for (rel, member) in &self.members {
+            let meta = member.metadata()?;
+            if !meta.file_type().is_file() {
+                continue;
+            }
+            if meta.nlink() > 1 && !seen_inodes.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            let mtime = meta.mtime().max(0) as u64;
+            out.push(RegularFile {
+                rel: rel.clone(),
+                source: member.source.clone(),
+                size: meta.len(),
+                mode: meta.mode() & 0o7777,
+                mtime: clamp.map_or(mtime, |c| mtime.min(c)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// [`Packer::write`] without the content of the regular files in
+    /// `omit` (a delta's files taken from the device's tree): no member for
+    /// them, but a hard link to one still refers to it, and the summary
+    /// counts them, so it describes the whole tree as in a full archive.
+    pub fn write_except<W: Write>(
+        &self,
+        out: W,
+        clamp: Option<u64>,
+        omit: &HashSet<PathBuf>,
         mut progress: impl FnMut(u64),
     ) -> Result<(W, Summary)> {
         let mut builder = tar::Builder::new(out);
         let mut summary = Summary::default();
         let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
-        for (rel, Member { source, follow }) in &self.members {
-            let meta = if *follow {
-                fs::metadata(source)
-            } else {
-                fs::symlink_metadata(source)
-            }
-            .map_err(io_err("inspect", source))?;
+        for (rel, member) in &self.members {
+            let source = &member.source;
+            let meta = member.metadata()?;
             let mut header = tar::Header::new_gnu();
             header.set_uid(0);
             header.set_gid(0);
@@ -180,6 +216,12 @@ impl Packer {
                         continue;
                     }
                     first_of_inode.insert(key, rel.clone());
+                }
+                if omit.contains(rel) {
+                    summary.entries += 1;
+                    summary.bytes += meta.len();
+                    progress(summary.bytes);
+                    continue;
                 }
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(meta.len());
@@ -230,6 +272,30 @@ impl Packer {
             .map_err(io_err("finish the archive", Path::new("(archive)")))?;
         Ok((out, summary))
     }
+}
+
+impl Member {
+    fn metadata(&self) -> Result<fs::Metadata> {
+        if self.follow {
+            fs::metadata(&self.source)
+        } else {
+            fs::symlink_metadata(&self.source)
+        }
+        .map_err(io_err("inspect", &self.source))
+    }
+}
+
+/// A regular file of the tree, as [`Packer::regular_files`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegularFile {
+    /// The path below the destination.
+    pub rel: PathBuf,
+    /// Where the generator reads it.
+    pub source: PathBuf,
+    pub size: u64,
+    pub mode: u32,
+    /// Clamped as in the archive.
+    pub mtime: u64,
 }
 
 struct ExactLen<'a, R> {

@@ -13,8 +13,12 @@ use serde_json::Value;
 
 /// The key under which our meta-data lives.
 pub const META_KEY: &str = "persistent-app";
-/// The only format version this module reads and the generator writes.
+/// The format of a full artifact: the archive holds the whole tree.
 pub const FORMAT_VERSION: u64 = 1;
+/// The format of a delta artifact ([`Delta`]): format 1 plus a manifest, so
+/// that a module that predates deltas refuses one as a format it does not
+/// read rather than as malformed meta-data.
+pub const DELTA_FORMAT_VERSION: u64 = 2;
 /// Written into the root of every tree this module installs; names the
 /// artifact and the install it belongs to, so that after a power cut the
 /// module can tell which directory holds which tree.
@@ -39,7 +43,24 @@ pub struct AppSpec {
     /// Bytes of regular-file content in the archive, for the disk check.
     pub unpacked_size: u64,
     /// Number of members in the archive (files, directories, links).
+    /// For a delta, of the whole new tree, as if the archive held it all.
     pub entries: u64,
+    /// Present exactly in format 2: the archive holds only the files the
+    /// base release lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+/// What a delta artifact adds to the meta-data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    /// The version (`data-partition.<name>.version`) the artifact applies
+    /// to; the artifact also depends on it, so the client refuses it first.
+    pub base_version: String,
+    /// The payload file holding the manifest ([`crate::delta::Manifest`]),
+    /// sent before the archive.
+    pub manifest: String,
 }
 
 /// What an artifact's meta-data says about its payloads.
@@ -61,10 +82,15 @@ pub enum SpecError {
     #[error("meta-data \"persistent-app\" is malformed: {}", bounded(.0, 400))]
     Shape(String),
     #[error(
-        "meta-data \"persistent-app\" has format {0}; this module reads format {FORMAT_VERSION}: \
-         build the artifact with a matching persistent-app-artifact-gen or update the module"
+        "meta-data \"persistent-app\" has format {0}; this module reads formats {FORMAT_VERSION} (full) \
+         and {DELTA_FORMAT_VERSION} (delta): build the artifact with a matching persistent-app-artifact-gen \
+         or update the module"
     )]
     Format(u64),
+    #[error("meta-data \"persistent-app\" has format {format} but {}; format {FORMAT_VERSION} has no \"delta\", format {DELTA_FORMAT_VERSION} needs one", if *.has_delta { "a \"delta\" object" } else { "no \"delta\" object" })]
+    DeltaFormat { format: u64, has_delta: bool },
+    #[error("delta base version {} is not valid: {why}", quoted(.version))]
+    BaseVersion { version: String, why: &'static str },
     #[error(
         "app name {} is not valid: {why}; use 1 to 200 of A-Z a-z 0-9 . _ -, not starting with '.'",
         quoted(.name)
@@ -124,12 +150,28 @@ fn quoted(text: &str) -> String {
 impl AppSpec {
     /// Checks every field except the allowed roots, which only the device knows.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.format != FORMAT_VERSION {
+        if self.format != FORMAT_VERSION && self.format != DELTA_FORMAT_VERSION {
             return Err(SpecError::Format(self.format));
+        }
+        if (self.format == DELTA_FORMAT_VERSION) != self.delta.is_some() {
+            return Err(SpecError::DeltaFormat {
+                format: self.format,
+                has_delta: self.delta.is_some(),
+            });
         }
         check_name(&self.name)?;
         check_dest(&self.dest)?;
         check_archive_name(&self.archive)?;
+        if let Some(delta) = &self.delta {
+            check_base_version(&delta.base_version)?;
+            check_archive_name(&delta.manifest)?;
+            if delta.manifest == self.archive {
+                return Err(SpecError::Archive {
+                    name: delta.manifest.clone(),
+                    why: "the manifest and the archive are the same payload",
+                });
+            }
+        }
         if let Some(service) = &self.service {
             check_service(service)?;
         }
@@ -167,7 +209,7 @@ pub fn parse_meta_data(meta: &Value) -> Result<ArtifactFormat, SpecError> {
     // Checked before the shape so that a newer format with new fields is
     // reported as a format mismatch, not as an unknown field.
     if let Some(format) = ours.get("format").and_then(Value::as_u64) {
-        if format != FORMAT_VERSION {
+        if format != FORMAT_VERSION && format != DELTA_FORMAT_VERSION {
             return Err(SpecError::Format(format));
         }
     }
@@ -193,6 +235,26 @@ pub fn parse_community_dest(content: &[u8]) -> Result<String, SpecError> {
 /// The app name of a community-format artifact: its destination's last component.
 pub fn community_name(dest: &str) -> String {
     dest.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// A version as mender-artifact accepts it in a provide's value.
+pub fn check_base_version(version: &str) -> Result<(), SpecError> {
+    let bad = |why| {
+        Err(SpecError::BaseVersion {
+            version: version.to_owned(),
+            why,
+        })
+    };
+    if version.is_empty() {
+        return bad("it is empty");
+    }
+    if version.len() > 256 {
+        return bad("it is longer than 256 bytes");
+    }
+    if version.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("it contains white space or a control character");
+    }
+    Ok(())
 }
 
 pub fn check_name(name: &str) -> Result<(), SpecError> {
@@ -413,7 +475,18 @@ mod tests {
             (with("colour", json!("red")), "unknown field `colour`"),
             (without("dest"), "missing field `dest`"),
             (with("entries", json!(-1)), "malformed"),
-            (with("format", json!(2)), "has format 2"),
+            (with("format", json!(3)), "has format 3"),
+            (
+                with("format", json!(2)),
+                "has format 2 but no \"delta\" object",
+            ),
+            (
+                with(
+                    "delta",
+                    json!({"base_version": "1.0", "manifest": "manifest.json"}),
+                ),
+                "has format 1 but a \"delta\" object",
+            ),
             (with("name", json!("")), "it is empty"),
             (with("name", json!(".hidden")), "starts with '.'"),
             (with("name", json!("a/b")), "character other than"),
@@ -443,6 +516,41 @@ mod tests {
             let err = parse_meta_data(&meta).unwrap_err().to_string();
             assert!(err.contains(want), "{meta}: {err:?} lacks {want:?}");
             assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+
+    fn delta(base_version: &str, manifest: &str) -> Value {
+        let mut v = with("format", json!(2));
+        v["persistent-app"]["delta"] = json!({"base_version": base_version, "manifest": manifest});
+        v
+    }
+
+    #[test]
+    fn a_delta_spec_is_format_2_and_names_its_base_and_manifest() {
+        let meta = delta("1.0", "manifest.json");
+        let ArtifactFormat::Ours(spec) = parse_meta_data(&meta).unwrap() else {
+            panic!("not ours")
+        };
+        let d = spec.delta.as_ref().unwrap();
+        assert_eq!(
+            (d.base_version.as_str(), d.manifest.as_str()),
+            ("1.0", "manifest.json")
+        );
+        assert_eq!(spec.to_meta_data(), meta);
+        for (meta, want) in [
+            (
+                delta("", "manifest.json"),
+                "base version \"\" is not valid: it is empty",
+            ),
+            (delta("1 0", "manifest.json"), "white space"),
+            (
+                delta("1.0", "app.tar"),
+                "the manifest and the archive are the same payload",
+            ),
+            (delta("1.0", "../m"), "contains '/'"),
+        ] {
+            let err = parse_meta_data(&meta).unwrap_err().to_string();
+            assert!(err.contains(want), "{meta}: {err:?} lacks {want:?}");
         }
     }
 

@@ -34,7 +34,9 @@ use nix::sys::time::TimeSpec;
 
 use crate::fault;
 use crate::spec::RELEASE_MARKER;
+use persistent_app_format::delta::Content;
 use persistent_app_format::links;
+use persistent_app_format::sha256::Sha256;
 
 /// Every text an archive controls (member names, link targets, the tar
 /// crate's messages that quote header fields) reaches the deployment log
@@ -74,6 +76,11 @@ pub enum ArchiveError {
 
     #[error("stopped by SIGTERM; the state can be run again")]
     Terminated,
+
+    /// A file a delta takes from the installed tree is not what the
+    /// manifest says: `path` is in the installed tree.
+    #[error("{} {why}", shown(.path))]
+    Base { path: String, why: String },
 }
 
 type Result<T, E = ArchiveError> = std::result::Result<T, E>;
@@ -150,6 +157,9 @@ pub struct Extractor {
     durability: Durability,
     summary: Summary,
     buf: Vec<u8>,
+    /// For a delta: the regular files the archive must carry, with their
+    /// content; each is checked as it is written and taken off the map.
+    shipped: Option<HashMap<Rel, Content>>,
 }
 
 impl Extractor {
@@ -163,7 +173,81 @@ impl Extractor {
             durability,
             summary: Summary::default(),
             buf: vec![0u8; 128 * 1024],
+            shipped: None,
         }
+    }
+
+    /// A delta's extraction: every regular member of the archive must be
+    /// one of `shipped` (paths as the manifest writes them) with that
+    /// content, and every one of them must come.
+    pub fn expect_shipped<'a>(&mut self, shipped: impl IntoIterator<Item = (&'a str, Content)>) {
+        self.shipped = Some(
+            shipped
+                .into_iter()
+                .map(|(path, content)| (path.split('/').map(OsString::from).collect(), content))
+                .collect(),
+        );
+    }
+
+    /// Places a file of a delta's tree taken from the installed tree:
+    /// `path` (as the manifest writes it) gets the content of `from` below
+    /// `base`, cloned where the filesystem shares blocks copy-on-write,
+    /// copied otherwise, never hard-linked (see [`crate::delta`]); then its
+    /// staged copy is hashed and must have `want`.
+    pub fn add_base_file(
+        &mut self,
+        path: &str,
+        base: &Dir,
+        from: &str,
+        want: Content,
+        mode: u32,
+        mtime: u64,
+    ) -> Result<crate::delta::Placed> {
+        let rel: Rel = path.split('/').map(OsString::from).collect();
+        self.count()?;
+        self.summary.bytes += want.size;
+        if let Some(max) = self.expect.bytes {
+            if self.summary.bytes > max {
+                return Err(ArchiveError::TooBig(max));
+            }
+        }
+        self.check_new(&rel, path, false)?;
+        let (from_dir, from_name) = match from.rsplit_once('/') {
+            Some((dir, name)) => (base.open_dir(Path::new(dir)), name),
+            None => (base.try_clone(), from),
+        };
+        let base_err = |why: String| ArchiveError::Base {
+            path: from.to_owned(),
+            why,
+        };
+        let source = from_dir
+            .and_then(|d| d.open_file(from_name))
+            .map_err(|e| base_err(crate::delta::describe_open_error(&e.source)))?;
+        let meta = source
+            .metadata()
+            .map_err(|e| base_err(format!("cannot be inspected ({e})")))?;
+        crate::delta::check_found(meta.is_file(), meta.len(), want).map_err(base_err)?;
+        let (dir, name) = self.parent_of(&rel, path)?;
+        let target = dir.create_file(name, 0o600).map_err(|e| kit_err(path, e))?;
+        let reopen = dir.try_clone().map_err(|e| kit_err(path, e))?;
+        self.nodes.insert(rel.clone(), Node::File);
+        let (placed, got) =
+            crate::delta::clone_or_copy(&source, &target, &reopen, name, &mut self.buf)
+                .map_err(|e| io_err(path, "copy the installed file into", e))?;
+        if got != want {
+            return Err(base_err(crate::delta::describe_mismatch(got, want)));
+        }
+        target
+            .set_permissions(fs::Permissions::from_mode(mode & 0o777))
+            .map_err(|e| io_err(path, "set mode of", e))?;
+        let t = TimeSpec::new(mtime.min(i64::MAX as u64) as i64, 0);
+        nix::sys::stat::futimens(target.as_fd(), &t, &t)
+            .map_err(|e| io_err(path, "set mtime of", e.into()))?;
+        if self.durability == Durability::PerFile {
+            target.sync_all().map_err(|e| io_err(path, "sync", e))?;
+        }
+        fault::point("extract-entry");
+        Ok(placed)
     }
 
     /// Reads one tar stream to its end, extracting every member.
@@ -396,6 +480,16 @@ impl Extractor {
         mode: u32,
         mtime: Option<TimeSpec>,
     ) -> Result<()> {
+        let want = match &mut self.shipped {
+            Some(shipped) => Some(shipped.remove(rel).ok_or_else(|| {
+                refused(
+                    display,
+                    "the delta's manifest does not list it as carried in the archive; the artifact is inconsistent, rebuild it",
+                )
+            })?),
+            None => None,
+        };
+        let mut hash = want.map(|_| Sha256::new());
         let (dir, name) = self.parent_of(rel, display)?;
         let mut file = dir
             .create_file(name, 0o600)
@@ -420,8 +514,26 @@ impl Extractor {
                     return Err(ArchiveError::TooBig(max));
                 }
             }
+            if let Some(h) = &mut hash {
+                h.update(&self.buf[..n]);
+            }
             file.write_all(&self.buf[..n])
                 .map_err(|e| io_err(display, "write", e))?;
+        }
+        if let (Some(want), Some(hash)) = (want, hash) {
+            let got = Content {
+                size: copied,
+                sha256: hash.finish(),
+            };
+            if got != want {
+                return Err(refused(
+                    display,
+                    format!(
+                        "its content does not match the delta's manifest ({}); the artifact was altered or built wrong: rebuild it",
+                        crate::delta::describe_mismatch(got, want)
+                    ),
+                ));
+            }
         }
         if let Some(size) = size {
             if copied != size {
@@ -446,6 +558,12 @@ impl Extractor {
     /// deepest first, and makes it all durable. Nothing but the payload is
     /// written into the tree: the journal knows the tree by its inode.
     pub fn finish(self) -> Result<Summary> {
+        if let Some(missing) = self.shipped.as_ref().and_then(|s| s.keys().min()) {
+            return Err(refused(
+                &join(missing).display().to_string(),
+                "the delta's manifest lists it as carried in the archive, which lacks it; the artifact is inconsistent, rebuild it",
+            ));
+        }
         self.check_symlink_chains()?;
         if let Expect {
             entries: Some(want_entries),

@@ -10,6 +10,7 @@ mod apply;
 pub mod archive;
 mod community;
 pub mod config;
+pub mod delta;
 pub mod error;
 pub mod fault;
 pub mod journal;

@@ -94,7 +94,17 @@ impl Session {
     ) -> Result<Journal> {
         let artifact = tree.artifact_name()?;
         match spec::parse_meta_data(&tree.meta_data()?)? {
-            ArtifactFormat::Ours(spec) => self.stage_ours(&artifact, &spec, payloads, delivery),
+            ArtifactFormat::Ours(spec) => match &spec.delta {
+                Some(delta) => self.stage_delta(
+                    &artifact,
+                    &spec,
+                    delta,
+                    payloads,
+                    delivery,
+                    &tree.files_dir(),
+                ),
+                None => self.stage_ours(&artifact, &spec, payloads, delivery),
+            },
             ArtifactFormat::Community => self.stage_community(tree, &artifact, payloads, delivery),
         }
     }

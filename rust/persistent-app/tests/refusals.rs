@@ -81,8 +81,8 @@ fn cases(s: &Sandbox) -> Vec<Case> {
         ),
         case(
             "newer format",
-            with_meta(&good, |m| m["persistent-app"]["format"] = json!(2)),
-            "has format 2; this module reads format 1",
+            with_meta(&good, |m| m["persistent-app"]["format"] = json!(3)),
+            "has format 3; this module reads formats 1 (full) and 2 (delta)",
         ),
         case(
             "bad app name",

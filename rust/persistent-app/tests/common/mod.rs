@@ -147,6 +147,7 @@ pub fn pack(src: &Path, dest: &Path, service: Option<&str>) -> (Vec<u8>, AppSpec
         service: service.map(str::to_owned),
         unpacked_size: summary.bytes,
         entries: summary.entries,
+        delta: None,
     };
     (tar, spec)
 }
