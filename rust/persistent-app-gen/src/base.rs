@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use artifact_gen::mender_artifact::Tool;
 use persistent_app_format::delta::{Content, Manifest};
 use persistent_app_format::sha256::Sha256;
@@ -23,44 +23,24 @@ pub struct Base {
     pub files: BTreeMap<String, Content>,
 }
 
-/// Dumps `artifact` into `work` and reads it as a release of `name`.
+/// Dumps `artifact` into `work` (`mender-artifact dump`, shared with
+/// docker-artifact-gen) and reads it as a release of `name`.
 pub fn read(tool: &Tool, artifact: &Path, work: &Path, name: &str) -> Result<Base> {
     let shown = artifact.display();
-    let meta_dir = work.join("base-meta-data");
-    let files_dir = work.join("base-files");
-    for d in [&meta_dir, &files_dir] {
-        fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    let out = tool
-        .command()
-        .arg("dump")
-        .arg("--meta-data")
-        .arg(&meta_dir)
-        .arg("--files")
-        .arg(&files_dir)
-        .arg("--print0-cmdline")
-        .arg(artifact)
-        .output()
-        .with_context(|| format!("cannot run {}", tool.path.display()))?;
-    if !out.status.success() {
+    let dumped = tool
+        .dump(artifact, work)
+        .map_err(|e| anyhow!("--base {shown}: {e:#}"))?;
+    if dumped.payload_type != crate::PAYLOAD_TYPE {
         bail!(
-            "--base {shown}: mender-artifact cannot read it ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "--base {shown} is not a persistent-app artifact (its payload type is {}); \
+             give the artifact of {name}'s previous release",
+            dumped.payload_type
         );
     }
-    let args: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split('\0')
-        .map(str::to_owned)
-        .collect();
-    let payload_type = value_of(&args, "--type").unwrap_or("(none)");
-    if payload_type != crate::PAYLOAD_TYPE {
-        bail!(
-            "--base {shown} is not a persistent-app artifact (its payload type is {payload_type}); \
-             give the artifact of {name}'s previous release"
-        );
-    }
-    let meta = read_meta_data(&meta_dir).with_context(|| format!("--base {shown}"))?;
+    let text = fs::read(&dumped.meta_data)
+        .with_context(|| format!("--base {shown}: its payload has no meta-data"))?;
+    let meta: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("--base {shown}: its meta-data is not JSON"))?;
     let spec = match spec::parse_meta_data(&meta).with_context(|| format!("--base {shown}"))? {
         ArtifactFormat::Ours(spec) => spec,
         ArtifactFormat::Community => bail!(
@@ -74,42 +54,15 @@ pub fn read(tool: &Tool, artifact: &Path, work: &Path, name: &str) -> Result<Bas
             spec.name
         );
     }
-    let key = format!("data-partition.{name}.version:");
-    let version = values_of(&args, "--provides")
-        .find_map(|p| p.strip_prefix(&key))
-        .map(str::to_owned);
-    let Some(version) = version else {
+    let Some(version) = dumped.provide(&format!("data-partition.{name}.version")) else {
         bail!("--base {shown} does not provide data-partition.{name}.version; give an artifact built by persistent-app-artifact-gen");
     };
-    let files = tree_of(&spec, &files_dir).with_context(|| format!("--base {shown}"))?;
+    let files = tree_of(&spec, &dumped.files).with_context(|| format!("--base {shown}"))?;
     Ok(Base {
-        version,
+        version: version.to_owned(),
         dest: spec.dest,
         files,
     })
-}
-
-fn value_of<'a>(args: &'a [String], flag: &'a str) -> Option<&'a str> {
-    values_of(args, flag).next()
-}
-
-fn values_of<'a>(args: &'a [String], flag: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    args.windows(2)
-        .filter(move |w| w[0] == flag)
-        .map(|w| w[1].as_str())
-}
-
-fn read_meta_data(dir: &Path) -> Result<serde_json::Value> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    names.sort();
-    let Some(first) = names.first() else {
-        return Ok(serde_json::Value::Null);
-    };
-    let text = fs::read(first).with_context(|| format!("cannot read {}", first.display()))?;
-    serde_json::from_slice(&text).context("its meta-data is not JSON")
 }
 
 /// The regular files of the base's tree: from its manifest when the base is
@@ -202,25 +155,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flags_are_read_from_the_dumped_command_line() {
-        let args: Vec<String> = [
-            "write",
-            "module-image",
-            "--type",
-            "persistent-app",
-            "--provides",
-            "rootfs-image.x:1",
-            "--provides",
-            "data-partition.demo.version:1.0",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        assert_eq!(value_of(&args, "--type"), Some("persistent-app"));
-        let found: Vec<_> = values_of(&args, "--provides").collect();
-        assert_eq!(
-            found,
-            ["rootfs-image.x:1", "data-partition.demo.version:1.0"]
-        );
+    fn member_paths_are_normalised_and_kept_below_the_root() {
         assert_eq!(normal(Path::new("./a//b")).unwrap(), "a/b");
         assert!(normal(Path::new("../a")).is_err());
     }
