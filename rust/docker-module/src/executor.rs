@@ -73,14 +73,6 @@ pub(crate) fn drain(reader: &mut dyn Read) {
     let _ = io::copy(reader, &mut io::sink());
 }
 
-/// Reads every remaining payload to its end: a Go 3.x client waits forever
-/// for a module that stops reading before the end of the payload list.
-pub fn drain_all(source: &mut dyn PayloadSource) {
-    while let Ok(Some(mut p)) = source.next_payload() {
-        drain(&mut p.reader);
-    }
-}
-
 /// What every state works with.
 pub struct Deployer<'a> {
     pub engine: &'a mut dyn Engine,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::{Config, DownloadMode};
 use crate::engine::docker::DockerEngine;
-use crate::executor::{self, DeployError, Deployer};
+use crate::executor::{self, DeployError, Deployer, PayloadSource};
 use crate::journal::{Journal, Phase};
 use crate::log;
 use module_kit::lock::ModuleLock;
@@ -139,28 +139,23 @@ impl UpdateModule for DockerModule {
 
     fn download(&mut self, tree: &FileTree, download: Download<'_>) -> ModuleResult {
         // Validate before touching anything: a bad artifact changes nothing.
-        let prepared = release(tree).and_then(|r| Ok((r, Config::load_from_env()?)));
-        match prepared {
-            // Never opening stream-next makes the client store the payloads
-            // under files/ for ArtifactInstall.
-            Ok((release, config)) if config.download == DownloadMode::Store => {
-                let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
-                session.run(|d| d.download(&release, None))
-            }
-            prepared => {
-                let mut payloads = download.stream();
-                let result = prepared.and_then(|(release, config)| {
-                    let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
-                    session.run(|d| d.download(&release, Some(&mut payloads)))
-                });
-                if result.is_err() {
-                    // The Go 3.x client waits forever for a module that stops
-                    // reading before the end of the payload list.
-                    executor::drain_all(&mut payloads);
-                }
-                result
-            }
-        }
+        // Whatever fails, the protocol crate's dispatch then takes the client
+        // to a point where the module's exit cannot hang it.
+        let release = release(tree)?;
+        let config = Config::load_from_env()?;
+        // Never opening stream-next makes the client store the payloads
+        // under files/ for ArtifactInstall.
+        let mut payloads = match config.download {
+            DownloadMode::Store => None,
+            DownloadMode::Stream => Some(download.stream()),
+        };
+        let mut session = Session::open(config, tree.artifact_name()?, &release.stack)?;
+        session.run(|d| {
+            d.download(
+                &release,
+                payloads.as_mut().map(|p| p as &mut dyn PayloadSource),
+            )
+        })
     }
 
     fn artifact_install(&mut self, tree: &FileTree) -> ModuleResult {

@@ -171,6 +171,10 @@ pub enum Delivery {
 pub struct Failure {
     pub reason: String,
     pub calls: Vec<Call>,
+    /// The module failed `Download` at a moment where the Go 3.x client can
+    /// wait for ever (see [`Driver::download`]): a bug in the module, never
+    /// an ordinary failed deployment.
+    pub hangs_go3: bool,
 }
 
 impl fmt::Display for Failure {
@@ -258,6 +262,7 @@ impl Driver {
         Failure {
             reason: reason.into(),
             calls: self.calls.clone(),
+            hangs_go3: false,
         }
     }
 
@@ -387,6 +392,17 @@ impl Driver {
     /// Runs `Download` (or `DownloadWithFileSizes`) and delivers the payloads
     /// the way the client does: through `stream-next` when the module opens
     /// it, into `files/` when it exits successfully without having opened it.
+    ///
+    /// Under [`Flavor::Go3`], a module that exits with a failure status while
+    /// the client is between payloads (before the first one is handed over,
+    /// after a stream's end, or after a failed stream write) fails with
+    /// [`Failure::hangs_go3`]. There the Go 3.x client's download loop
+    /// (`installer/modules.go`, `downloadProcessLoop`) can get a second error
+    /// for its unbuffered `status` channel, which nobody reads any more, and
+    /// hangs: a race this driver does not leave to chance. Exiting after a
+    /// name was read and before its stream is opened, or after the empty
+    /// read, is safe. A module killed by a signal is not judged: nothing it
+    /// does can avoid the race then.
     pub fn download(
         &mut self,
         payloads: &[PayloadFile],
@@ -430,7 +446,16 @@ impl Driver {
             stderr: stderr.join().unwrap_or_default(),
         };
         self.calls.push(call.clone());
-        let delivery = result.map_err(|reason| self.fail(reason))?;
+        let delivery = result.map_err(|fault| match fault {
+            Fault::Failed(reason) => self.fail(reason),
+            Fault::HangsGo3(reason) => Failure {
+                hangs_go3: true,
+                ..self.fail(format!(
+                    "{reason}: the Go 3.x client can wait for ever on an exit there \
+                     (installer/modules.go, downloadProcessLoop)"
+                ))
+            },
+        })?;
         if !call.success() {
             return Err(self.fail(format!(
                 "{state}: Update Module returned non-zero status {:?}",
@@ -445,14 +470,17 @@ impl Driver {
         child: &mut Child,
         payloads: &[PayloadFile],
         with_sizes: bool,
-    ) -> Result<Delivery, String> {
+    ) -> Result<Delivery, Fault> {
         let tree = self.tree();
         let stream_next = tree.join("stream-next");
         let mut started = false;
         for (i, payload) in payloads.iter().enumerate() {
             let writer = match self.open_writer(&stream_next, child)? {
                 Opened::Writer(w) => w,
-                Opened::Exited(status) => return self.after_exit(status, started, &payloads[i..]),
+                Opened::Exited(status) => {
+                    self.between_payloads(status)?;
+                    return self.after_exit(status, started, &payloads[i..]);
+                }
             };
             started = true;
             let stream = tree.join("streams").join(&payload.name);
@@ -471,15 +499,29 @@ impl Driver {
             let mut out = match self.open_writer(&stream, child)? {
                 Opened::Writer(w) => w,
                 Opened::Exited(_) => {
-                    return Err("Update Module terminated in the middle of the download".to_owned())
+                    return Err("Update Module terminated in the middle of the download"
+                        .to_owned()
+                        .into())
                 }
             };
-            payload.copy_to(&mut out).map_err(|e| {
-                format!(
+            if let Err(e) = payload.copy_to(&mut out) {
+                drop(out);
+                let reason = format!(
                     "Update Module terminated in the middle of the download (payload {}: {e})",
                     payload.name
-                )
-            })?;
+                );
+                if self.flavor == Flavor::Go3 {
+                    // Go 3.x reports the failed write, then ends the payload
+                    // list on stream-next and waits for the module.
+                    match self.open_writer(&stream_next, child)? {
+                        Opened::Writer(w) => {
+                            let _ = write_and_close(w, b"");
+                        }
+                        Opened::Exited(status) => self.between_payloads(status)?,
+                    }
+                }
+                return Err(reason.into());
+            }
             drop(out);
         }
         match self.open_writer(&stream_next, child)? {
@@ -487,9 +529,22 @@ impl Driver {
             Opened::Writer(w) => {
                 write_and_close(w, b"").map_err(|e| format!("cannot end stream-next: {e}"))?
             }
-            Opened::Exited(status) => return self.after_exit(status, started, &[]),
+            Opened::Exited(status) => {
+                self.between_payloads(status)?;
+                return self.after_exit(status, started, &[]);
+            }
         }
         Ok(Delivery::Streamed)
+    }
+
+    /// The module exited while the client was between payloads.
+    fn between_payloads(&self, status: ExitStatus) -> Result<(), Fault> {
+        match status.code() {
+            Some(code) if code != 0 && self.flavor == Flavor::Go3 => Err(Fault::HangsGo3(format!(
+                "Download: the Update Module exited with status {code} between payloads"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The module exited before opening stream-next again.
@@ -498,15 +553,18 @@ impl Driver {
         status: ExitStatus,
         started: bool,
         rest: &[PayloadFile],
-    ) -> Result<Delivery, String> {
+    ) -> Result<Delivery, Fault> {
         if !status.success() {
             return Err(format!(
                 "Download: Update Module returned non-zero status {:?}",
                 status.code()
-            ));
+            )
+            .into());
         }
         if started {
-            return Err("Update Module started downloading, but did not finish".to_owned());
+            return Err("Update Module started downloading, but did not finish"
+                .to_owned()
+                .into());
         }
         let tree = self.tree();
         (|| -> io::Result<()> {
@@ -574,6 +632,7 @@ impl Driver {
         };
         let delivery = match self.download(&artifact.payloads, with_sizes) {
             Ok(d) => d,
+            Err(f) if f.hangs_go3 => return Err(f),
             Err(_) => {
                 self.cleanup();
                 return Ok(Installed::NotModified);
@@ -654,6 +713,20 @@ fn json_escape(s: &str) -> String {
 enum Opened {
     Writer(File),
     Exited(ExitStatus),
+}
+
+/// Why a `Download` did not deliver its payloads.
+enum Fault {
+    /// The deployment fails, as the client would report it.
+    Failed(String),
+    /// See [`Failure::hangs_go3`].
+    HangsGo3(String),
+}
+
+impl From<String> for Fault {
+    fn from(reason: String) -> Fault {
+        Fault::Failed(reason)
+    }
 }
 
 fn write_and_close(mut f: File, bytes: &[u8]) -> io::Result<()> {

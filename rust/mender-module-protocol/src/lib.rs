@@ -27,10 +27,12 @@ pub mod signal;
 mod state;
 mod tree;
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 
 pub use error::{Error, Result};
 pub use payload::{DownloadMode, Payload, Payloads};
@@ -52,15 +54,18 @@ pub enum Reboot {
 pub struct Download<'a> {
     tree: &'a FileTree,
     with_sizes: bool,
+    phase: Rc<Cell<payload::StreamNext>>,
 }
 
 impl Download<'_> {
     /// Start streaming. A module that never calls this, or never calls
     /// [`Payloads::next_payload`] on the result, leaves the client to store the
     /// payloads under `files/`. Once `next_payload` has been called the module must
-    /// go on until it returns `None`.
+    /// go on until it returns `None`, or fail: [`dispatch`] then ends the
+    /// download where the client waits for the module alone. A payload refused
+    /// halfway should get [`Payload::discard_rest`] before the error.
     pub fn stream(&self) -> Payloads {
-        Payloads::streamed(self.tree, self.with_sizes)
+        Payloads::streamed_with(self.tree, self.with_sizes, Rc::clone(&self.phase))
     }
 
     /// True under `DownloadWithFileSizes`: each payload's size is known.
@@ -188,11 +193,17 @@ pub fn dispatch(
     tree.require_v3()?;
     let result = match state {
         State::Download | State::DownloadWithFileSizes => {
+            let phase = Rc::new(Cell::new(payload::StreamNext::Untouched));
             let download = Download {
                 tree: &tree,
                 with_sizes: state == State::DownloadWithFileSizes,
+                phase: Rc::clone(&phase),
             };
-            module.download(&tree, download)
+            let result = module.download(&tree, download);
+            if result.is_err() {
+                payload::end_of_failed_download(tree.root(), &phase);
+            }
+            result
         }
         State::ArtifactInstall => module.artifact_install(&tree),
         State::ArtifactReboot => module.artifact_reboot(&tree),

@@ -9,11 +9,21 @@
 //!
 //! Stored: a module that never opens `stream-next` during `Download` finds the
 //! payloads under `files/` from `ArtifactInstall` on.
+//!
+//! Failing: a `Download` that fails must not exit at just any moment. The Go
+//! 3.x client's download loop (`installer/modules.go`, `downloadProcessLoop`)
+//! turns the module's exit and a failed stream write into two errors on one
+//! unbuffered channel, which its caller reads once per payload; an error that
+//! arrives while the caller is handing over a payload or finishing blocks both
+//! for ever. The exit is safe only while the caller waits for the module:
+//! after `stream-next` gave a name whose stream is not open yet, or after its
+//! empty read. `dispatch` gets there with `end_of_failed_download` below.
 
 use std::cell::Cell;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -47,6 +57,16 @@ pub struct Payload<'a> {
     at_eof: &'a Cell<bool>,
 }
 
+impl Payload<'_> {
+    /// Reads what is left and throws it away, errors included: after a
+    /// refusal, the client should see the module's exit as the reason, not a
+    /// broken pipe (the C++ client ends the download on the first failed
+    /// write). The refused payload's remaining bytes are the price.
+    pub fn discard_rest(mut self) {
+        let _ = io::copy(&mut self, &mut io::sink());
+    }
+}
+
 impl Read for Payload<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -57,6 +77,33 @@ impl Read for Payload<'_> {
             self.at_eof.set(true);
         }
         Ok(n)
+    }
+}
+
+/// Where a `Download` stands with `stream-next`, which decides what a failing
+/// module must still do before it exits (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamNext {
+    /// Never read: the client may still be handing over the first payload.
+    Untouched,
+    /// A name was read and its stream not opened: the client waits in that
+    /// open, and for the module.
+    Named,
+    /// A stream was opened. Read to its end, the client goes on to the next
+    /// payload or the end; dropped early, its write fails and it goes to the
+    /// end. Either way it waits on `stream-next` next.
+    Opened,
+    /// The empty read came: the client waits for the exit alone.
+    Ended,
+    /// Reading `stream-next` failed: reading it again could block for ever.
+    Broken,
+}
+
+impl StreamNext {
+    /// Whether a failing module must read `stream-next` once more before its
+    /// exit is safe for the client.
+    pub(crate) fn needs_one_more_read(self) -> bool {
+        matches!(self, StreamNext::Untouched | StreamNext::Opened)
     }
 }
 
@@ -73,7 +120,9 @@ enum Source {
     Streamed {
         root: PathBuf,
         with_sizes: bool,
-        finished: bool,
+        /// Shared with the `Download` that made these payloads, so that the
+        /// state's failure path knows it even after the module dropped them.
+        phase: Rc<Cell<StreamNext>>,
     },
     Stored {
         files: std::vec::IntoIter<PathBuf>,
@@ -85,10 +134,18 @@ impl Payloads {
     /// Nothing is opened until [`Payloads::next_payload`] is called, so a module may
     /// build this and still decide not to stream.
     pub fn streamed(tree: &FileTree, with_sizes: bool) -> Payloads {
+        Payloads::streamed_with(tree, with_sizes, Rc::new(Cell::new(StreamNext::Untouched)))
+    }
+
+    pub(crate) fn streamed_with(
+        tree: &FileTree,
+        with_sizes: bool,
+        phase: Rc<Cell<StreamNext>>,
+    ) -> Payloads {
         Payloads::new(Source::Streamed {
             root: tree.root().to_owned(),
             with_sizes,
-            finished: false,
+            phase,
         })
     }
 
@@ -135,19 +192,25 @@ impl Payloads {
             Source::Streamed {
                 root,
                 with_sizes,
-                finished,
+                phase,
             } => {
-                if *finished {
+                if phase.get() == StreamNext::Ended {
                     return Ok(None);
                 }
-                let line = read_stream_next(root)?;
+                let line = read_stream_next(root).map_err(|e| {
+                    phase.set(StreamNext::Broken);
+                    e
+                })?;
                 if line.is_empty() {
-                    *finished = true;
+                    phase.set(StreamNext::Ended);
                     return Ok(None);
                 }
+                phase.set(StreamNext::Named);
                 let (name, size) = parse_stream_line(&line, *with_sizes)?;
                 let path = root.join("streams").join(&name);
-                (name, size, open_read(&path)?)
+                let file = open_read(&path)?;
+                phase.set(StreamNext::Opened);
+                (name, size, file)
             }
             Source::Stored { files } => {
                 let Some(path) = files.next() else {
@@ -175,6 +238,32 @@ impl Payloads {
             at_eof: &self.at_eof,
         }))
     }
+}
+
+/// Brings a failed streaming `Download` to a point where the module's exit
+/// cannot hang a Go 3.x client: one more read of `stream-next` when the
+/// client may be between payloads (before the first one, or after a stream
+/// the module opened). The client answers with the next name, whose stream
+/// is then left unopened, or with the empty read. A payload read only in part
+/// must have been dropped, or read to its end for the client to report the
+/// module's own exit rather than a broken pipe ([`Payload::discard_rest`]).
+///
+/// Nothing happens once stopped by SIGTERM, or without a `stream-next`
+/// (a state run by hand).
+pub(crate) fn end_of_failed_download(root: &Path, phase: &Cell<StreamNext>) {
+    if !phase.get().needs_one_more_read() || signal::terminated() {
+        return;
+    }
+    let path = root.join("stream-next");
+    match fs::symlink_metadata(&path) {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()) => {}
+        _ => return,
+    }
+    phase.set(match read_stream_next(root) {
+        Ok(line) if line.is_empty() => StreamNext::Ended,
+        Ok(_) => StreamNext::Named,
+        Err(_) => StreamNext::Broken,
+    });
 }
 
 /// Opens `stream-next`, reads it to EOF and returns what it held, without

@@ -14,7 +14,7 @@ use crate::archive::{Expect, Extractor};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::spec::{self, RELEASE_MARKER};
-use crate::stage::{hold_open, Delivery};
+use crate::stage::Delivery;
 use crate::states::Session;
 
 /// What the community format's payload loop carries from one payload to
@@ -49,7 +49,7 @@ impl Session {
                 staging: &mut staging,
             };
             if let Err(e) = self.community_payload(&mut payload, &mut step) {
-                hold_open(payload);
+                payload.discard_rest();
                 return Err(e);
             }
         }

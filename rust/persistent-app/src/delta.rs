@@ -47,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::plan::Slot;
 use crate::spec::{AppSpec, Delta};
-use crate::stage::{hold_open, Delivery};
+use crate::stage::Delivery;
 use crate::states::Session;
 
 /// How a file of the installed tree reached the staging tree.
@@ -276,7 +276,7 @@ impl Session {
                 )))
             };
             if let Err(e) = result {
-                hold_open(payload);
+                payload.discard_rest();
                 return Err(e);
             }
         }

@@ -6,7 +6,7 @@ use std::fs::{self};
 use std::io;
 use std::path::Path;
 
-use mender_module_protocol::{FileTree, Payload, Payloads};
+use mender_module_protocol::{FileTree, Payloads};
 use module_kit::fs::Dir;
 
 use crate::apply::Target;
@@ -152,7 +152,7 @@ impl Session {
                     })
             };
             if let Err(e) = result {
-                hold_open(payload);
+                payload.discard_rest();
                 return Err(e);
             }
         }
@@ -273,14 +273,6 @@ impl Session {
         );
         Ok(())
     }
-}
-
-/// Keeps a payload stream open until the process exits, so that the client
-/// sees the module's exit (and the error line before it) rather than a
-/// broken pipe it may act on first, for instance by killing the module
-/// while the line is being written.
-pub(crate) fn hold_open(payload: Payload<'_>) {
-    std::mem::forget(payload);
 }
 
 /// Whether two paths (or their nearest existing ancestors) are on one

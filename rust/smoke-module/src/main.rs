@@ -8,8 +8,11 @@
 //! the sequence the client used. Test knobs in the meta-data:
 //! `"delivery": "stored"` (do not stream), `"exit_after_bytes": N` (exit 0
 //! in the middle of the stream, which the client must treat as a failure),
-//! `"fail_install": true`. `SMOKE_FILE_SIZES=no` makes it answer `No` to
-//! `ProvidePayloadFileSizes`.
+//! `"fail_install": true`, `"refuse_download": WHERE` (fail `Download` before
+//! the payloads, `"start"`; in the middle of the first one after 1000 bytes,
+//! dropping it, `"mid-drop"`, or reading the rest, `"mid-discard"`; after the
+//! first one's end, `"after-first"`). `SMOKE_FILE_SIZES=no` makes it answer
+//! `No` to `ProvidePayloadFileSizes`.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -25,6 +28,7 @@ struct Plan {
     stored: bool,
     exit_after_bytes: Option<u64>,
     fail_install: bool,
+    refuse_download: Option<String>,
 }
 
 impl Plan {
@@ -39,6 +43,7 @@ impl Plan {
             stored: meta["delivery"] == "stored",
             exit_after_bytes: meta["exit_after_bytes"].as_u64(),
             fail_install: meta["fail_install"] == true,
+            refuse_download: meta["refuse_download"].as_str().map(str::to_owned),
         })
     }
 
@@ -82,12 +87,25 @@ fn remove_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Copies every payload into a fresh staging directory.
+fn refused(at: &str) -> Box<dyn std::error::Error + Send + Sync> {
+    format!("refusing on request (meta-data refuse_download {at})").into()
+}
+
 fn stage(plan: &Plan, mut payloads: Payloads) -> ModuleResult {
     let staging = plan.staging();
     remove_dir(&staging)?;
     fs::create_dir_all(&staging)?;
     let mut seen = 0u64;
+    let refuse = plan.refuse_download.as_deref();
     while let Some(mut payload) = payloads.next_payload()? {
+        if let Some(at @ ("mid-drop" | "mid-discard")) = refuse {
+            let mut first = vec![0u8; 1000];
+            let _ = payload.read(&mut first)?;
+            if at == "mid-discard" {
+                payload.discard_rest();
+            }
+            return Err(refused(at));
+        }
         let mut out = File::create(staging.join(&payload.name))?;
         let mut buf = [0u8; 64 * 1024];
         let mut copied = 0u64;
@@ -115,6 +133,9 @@ fn stage(plan: &Plan, mut payloads: Payloads) -> ModuleResult {
             }
         }
         out.sync_all()?;
+        if refuse == Some("after-first") {
+            return Err(refused("after-first"));
+        }
     }
     Ok(())
 }
@@ -135,6 +156,9 @@ impl UpdateModule for Smoke {
         } else {
             "Download"
         })?;
+        if plan.refuse_download.as_deref() == Some("start") {
+            return Err(refused("start"));
+        }
         if plan.stored {
             return Ok(());
         }

@@ -216,6 +216,65 @@ fn a_module_that_exits_mid_stream_fails_download_and_nothing_is_installed() {
 }
 
 #[test]
+fn a_refused_download_exits_only_where_neither_client_can_hang() {
+    // The driver's Go3 flavour fails an exit where the Go 3.x client can wait
+    // for ever (Failure::hangs_go3), so `install` returning at all is the
+    // check; the module's own line must be what the deployment log shows.
+    let cases = [
+        ("start", ""),
+        ("start", r#","delivery":"stored""#),
+        ("mid-drop", ""),
+        ("mid-discard", ""),
+        ("after-first", ""),
+    ];
+    for flavor in [Flavor::Go3, Flavor::Cpp5] {
+        for (at, extra) in cases {
+            let what = format!("{flavor:?} {at}{extra}");
+            let s = Scratch::new(&format!("refuse-{flavor:?}-{at}"));
+            let mut d = s.driver(flavor);
+            let mut art = s.artifact("v1", &format!(r#","refuse_download":"{at}"{extra}"#));
+            art.payloads = three_payloads();
+            let r = d.install(&art).unwrap_or_else(|f| panic!("{what}: {f}"));
+            assert_eq!(r, Installed::NotModified, "{what}");
+            let download = d
+                .calls()
+                .iter()
+                .find(|c| c.arg.starts_with("Download"))
+                .unwrap();
+            assert_eq!(download.status, Some(1), "{what}: {download:?}");
+            assert_eq!(
+                download.stderr,
+                format!("smoke: error: Download: refusing on request (meta-data refuse_download {at})\n")
+                    .replace("Download:", &format!("{}:", download.arg)),
+                "{what}"
+            );
+            assert!(!s.dest().exists(), "{what}: nothing may be installed");
+        }
+    }
+}
+
+#[test]
+fn the_driver_fails_a_download_exit_that_hangs_the_go_client() {
+    // The control for the test above: a module that fails Download at once,
+    // without a word with stream-next, may exit before the Go 3.x client has
+    // handed over the first payload. The C++ client just reports it.
+    let s = Scratch::new("hangs-go3");
+    let m = script_module(
+        &s.0,
+        r#"case "$1" in Download) exit 1;; ProvidePayloadFileSizes) echo No;; esac"#,
+    );
+    for flavor in [Flavor::Go3, Flavor::Cpp5] {
+        let mut d = Driver::new(&m, s.0.join("work"), flavor);
+        let art = s.artifact("v1", "").payload(PayloadFile::bytes("v", "1"));
+        match (flavor, d.install(&art)) {
+            (Flavor::Go3, Err(f)) => assert!(f.hangs_go3, "{f}"),
+            (Flavor::Cpp5, Ok(r)) => assert_eq!(r, Installed::NotModified),
+            (_, other) => panic!("{flavor:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn rollback_restores_the_previous_version_in_each_client_order() {
     for flavor in [Flavor::Go3, Flavor::Cpp5] {
         let s = Scratch::new(&format!("rollback-{flavor:?}"));
