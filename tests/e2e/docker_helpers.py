@@ -9,9 +9,12 @@ sandbox, so anything it mounts (binds) is a host path.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import subprocess
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -190,6 +193,70 @@ def module_lines(stderr: str) -> list[str]:
 def fault_fired(stderr: str) -> bool:
     """Whether a fault point killed the module (module_kit::fault says so on stderr first)."""
     return "fault injected at " in stderr
+
+
+# One client command of the crash scenarios takes a few seconds (under 20 on a loaded machine).
+CLIENT_TIMEOUT = 120
+MODULE_IN_DEVICE = "/usr/share/mender/modules/v3/docker"
+
+
+class ClientHung(Exception):
+    """The Go client did not return after a Download the fault killed, and was SIGKILLed itself.
+
+    A module killed while that client (3.4) streams a payload, or between two payloads, can hang it:
+    its downloadProcessLoop (installer/modules.go) gets two errors, the module's exit and the failed
+    write or the next hand-over, for an unbuffered `status` channel that only one caller reads; the
+    loop blocks on the second send while the caller blocks handing over a payload or finishing. A
+    module that fails on its own avoids that (the protocol crate's end_of_failed_download); a killed
+    one cannot. A trivial shell module that dies mid-stream hangs that client about once in eight
+    installs. On a device the power cut that killed the module takes the client down too."""
+
+
+def install_or_hang(device: DockerDevice, artifact: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`mender install` with a fault; a client that hangs on the Download the fault killed raises
+    ClientHung. Any other hang is a problem and raises as it is."""
+    try:
+        return device.install(artifact, env=env, timeout=CLIENT_TIMEOUT)
+    except bench.BenchError as e:
+        if "did not finish within" in str(e) and env.get("DOCKER_MODULE_FAULT", "").startswith("Download:") \
+                and fault_fired(str(e)):
+            raise ClientHung(str(e)) from None
+        raise
+
+
+def artifact_meta_data(artifact: Path) -> dict:
+    with tarfile.open(artifact) as outer:
+        header = outer.extractfile("header.tar.gz").read()
+    with tarfile.open(fileobj=io.BytesIO(header), mode="r:gz") as h:
+        return json.loads(h.extractfile("headers/0000/meta-data").read())
+
+
+def rerun_cleanup(device: DockerDevice, artifact: Path) -> None:
+    """Cleanup in a fresh process, on a payload tree like the client's."""
+    tree = device.sandbox.data / "rerun-cleanup-tree"
+    if tree.exists():
+        shutil.rmtree(tree)
+    header = tree / "header"
+    header.mkdir(parents=True)
+    (tree / "version").write_text("3")
+    (tree / "tmp").mkdir()
+    (header / "artifact_name").write_text(artifact.stem)
+    (header / "payload_type").write_text("docker")
+    (header / "header-info").write_text("{}")
+    (header / "type-info").write_text('{"type": "docker"}')
+    (header / "meta-data").write_text(json.dumps(artifact_meta_data(artifact)))
+    result = device.sandbox.run([MODULE_IN_DEVICE, "Cleanup", "/data/rerun-cleanup-tree"], check=False,
+                                env=device.env)
+    assert result.returncode == 0, f"Cleanup run again: {result.stderr}"
+    shutil.rmtree(tree)
+
+
+def recover_after_restart(device: DockerDevice, artifact: Path) -> None:
+    """What a device whose client was killed in Download runs after it restarts: the boot unit's
+    `recover`, then the client's Cleanup for the Download it had recorded."""
+    result = device.sandbox.run([MODULE_IN_DEVICE, "recover"], check=False, env=device.env)
+    assert result.returncode == 0, f"recover after the client was killed: {result.stderr}"
+    rerun_cleanup(device, artifact)
 
 
 def module_errors(stderr: str) -> list[str]:

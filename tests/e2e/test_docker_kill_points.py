@@ -19,15 +19,12 @@ every ArtifactRollback pair again). The inline scenarios do not kill their Downl
 load: the Go client 3.4 sometimes waits forever for a module that died before it opened the payload
 stream (a power cut takes the client down too, so only this test can meet that).
 
-A Download killed while the client streams the payload can hang the Go client 3.4 too: its
-downloadProcessLoop (installer/modules.go) gets two errors for the one stream, the module's exit and
-the failed write, and sends each on the unbuffered `status` channel that only one StoreUpdate waits
-on; the loop then blocks on the second send while FinishStoreUpdate blocks on `finishChannel`. A
-trivial shell module that dies mid-stream hangs it about once in eight installs, so this is the
-client's race, not the module's. Such a client is SIGKILLed after CLIENT_TIMEOUT, a power cut in
-all but name, and the device is recovered as a restarted one would be: the module's `recover` (the
-boot unit), then Cleanup in a fresh process (what a client that recorded the Download runs). It must
-then be exactly on the old release like any other kill; the hangs are counted and printed.
+A Download killed while the client streams the payload can hang the Go client 3.4 too (see
+docker_helpers.ClientHung): the client's race, not the module's. Such a client is SIGKILLed after
+CLIENT_TIMEOUT, a power cut in all but name, and the device is recovered as a restarted one would be:
+the module's `recover` (the boot unit), then Cleanup in a fresh process (what a client that recorded
+the Download runs). It must then be exactly on the old release like any other kill; the hangs are
+counted and printed.
 
 With $KILL_POINTS_REPORT set, the pairs reached and killed and the number of kills are written there
 as JSON (scripts/reliability-report prints them).
@@ -48,21 +45,22 @@ import pytest
 
 import bench
 from docker_helpers import (
+    CLIENT_TIMEOUT,
     RUST_DIR,
     STATE_DIR,
+    ClientHung,
     DockerDevice,
     container,
     fault_binary,
     fault_fired,
+    install_or_hang,
+    recover_after_restart,
+    rerun_cleanup,
     stack_meta,
 )
 
 pytestmark = pytest.mark.bench
 
-MODULE_IN_DEVICE = "/usr/share/mender/modules/v3/docker"
-# One client command of these scenarios takes a few seconds (under 20 on a loaded machine); a client
-# that hangs is a problem, reported as one.
-CLIENT_TIMEOUT = 120
 
 # Points no scenario here reaches, and why.
 UNREACHED: dict[str, str] = {
@@ -272,21 +270,10 @@ SCENARIOS = [
 
 # -- running -------------------------------------------------------------------------------------
 
-class ClientHung(Exception):
-    """The client did not return after a Download the fault killed, and was SIGKILLed itself."""
-
-
 def run_scenario(device: DockerDevice, scenario: Scenario, env: dict[str, str]) -> list[str]:
     """The client's commands; returns the output of the one a fault killed, if any."""
     killed = []
-    try:
-        result = device.install(scenario.artifact, env=env, timeout=CLIENT_TIMEOUT)
-    except bench.BenchError as e:
-        # Only the client's own race (see the docstring) is a power cut; any other hang is a problem.
-        if "did not finish within" in str(e) and env.get("DOCKER_MODULE_FAULT", "").startswith("Download:") \
-                and fault_fired(str(e)):
-            raise ClientHung(str(e)) from None
-        raise
+    result = install_or_hang(device, scenario.artifact, env)
     if fault_fired(result.stderr):
         killed.append(result.stderr)
     elif scenario.finish:
@@ -295,45 +282,6 @@ def run_scenario(device: DockerDevice, scenario: Scenario, env: dict[str, str]) 
         if fault_fired(result.stderr):
             killed.append(result.stderr)
     return killed
-
-
-def rerun_cleanup(device: DockerDevice, scenario: Scenario) -> None:
-    """Cleanup in a fresh process, on a payload tree like the client's."""
-    tree = device.sandbox.data / "kill-points-tree"
-    if tree.exists():
-        shutil.rmtree(tree)
-    header = tree / "header"
-    header.mkdir(parents=True)
-    meta = _meta_data(scenario.artifact)
-    (tree / "version").write_text("3")
-    (tree / "tmp").mkdir()
-    (header / "artifact_name").write_text(scenario.artifact.stem)
-    (header / "payload_type").write_text("docker")
-    (header / "header-info").write_text("{}")
-    (header / "type-info").write_text('{"type": "docker"}')
-    (header / "meta-data").write_text(json.dumps(meta))
-    result = device.sandbox.run([MODULE_IN_DEVICE, "Cleanup", "/data/kill-points-tree"], check=False,
-                                env=device.env)
-    assert result.returncode == 0, f"Cleanup run again: {result.stderr}"
-    shutil.rmtree(tree)
-
-
-def recover_after_restart(device: DockerDevice, scenario: Scenario) -> None:
-    """What a device whose client was killed in Download runs after it restarts: the boot unit's
-    `recover`, then the client's Cleanup for the Download it had recorded."""
-    result = device.sandbox.run([MODULE_IN_DEVICE, "recover"], check=False, env=device.env)
-    assert result.returncode == 0, f"recover after the client was killed: {result.stderr}"
-    rerun_cleanup(device, scenario)
-
-
-def _meta_data(artifact: Path) -> dict:
-    import io
-    import tarfile
-
-    with tarfile.open(artifact) as outer:
-        header = outer.extractfile("header.tar.gz").read()
-    with tarfile.open(fileobj=io.BytesIO(header), mode="r:gz") as h:
-        return json.loads(h.extractfile("headers/0000/meta-data").read())
 
 
 def trace(device: DockerDevice, scenario: Scenario) -> dict[tuple[str, str], int]:
@@ -388,7 +336,7 @@ def test_every_state_and_fault_point_reached_is_killed_and_recovered(sandbox, do
                     hangs.append(why)
                     print(f"kill points: {why}: the Go client hung on the dead module; SIGKILLed it, "
                           "recovering as after a power cut", flush=True)
-                    recover_after_restart(device, scenario)
+                    recover_after_restart(device, scenario.artifact)
                     fired = ["the client, killed"]
                 except bench.BenchError as e:
                     problems.append(f"{why}: {str(e).splitlines()[0]}")
@@ -401,7 +349,7 @@ def test_every_state_and_fault_point_reached_is_killed_and_recovered(sandbox, do
                     dirty = True
                     continue
                 if state == "Cleanup":
-                    rerun_cleanup(device, scenario)
+                    rerun_cleanup(device, scenario.artifact)
                 now = State.of(device, scenario.stack)
                 # Only a Cleanup after a completed commit ends on the new release.
                 want_new = scenario.finish == "commit" and state == "Cleanup"
