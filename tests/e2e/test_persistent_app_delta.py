@@ -8,21 +8,12 @@ import pytest
 
 from bench import DEPENDS_UNMET_RE, host_device_paths_snapshot
 from scenarios.persistent_app import APP, DEST, MODES, content, delta_deploy, delta_refused
+from test_persistent_app import assert_ok, tools  # noqa: F401  (tools: the fixture)
 
 pytestmark = pytest.mark.bench
 
 VERSION_KEY = f"data-partition.{APP}.version"
 PREVIOUS = f".{APP}.previous"
-
-
-@pytest.fixture
-def tools(rust_binary):
-    return rust_binary("persistent-app"), rust_binary("persistent-app-gen", "persistent-app-artifact-gen")
-
-
-def assert_ok(step):
-    assert step.returncode == 0, f"{step.command}:\n{step.stderr}"
-    assert step.module_errors == [], step.module_errors
 
 
 @pytest.mark.parametrize("mode", MODES)

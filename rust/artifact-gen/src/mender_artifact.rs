@@ -84,7 +84,6 @@ impl Tool {
 pub struct Dumped {
     /// The Update Module the payload is for (`--type`).
     pub payload_type: String,
-    pub artifact_name: String,
     /// `KEY:VALUE` provides, split at the first `:`.
     pub provides: Vec<(String, String)>,
     /// The payload's meta-data file and the directory holding its files.
@@ -154,10 +153,6 @@ impl Tool {
         let Some(payload_type) = payload_type else {
             bail!("{shown} holds no module-image payload (only those can be a base)");
         };
-        let artifact_name = value("--artifact-name")
-            .first()
-            .map(|n| (*n).to_owned())
-            .unwrap_or_default();
         let provides = value("--provides")
             .iter()
             .filter_map(|p| p.split_once(':'))
@@ -165,7 +160,6 @@ impl Tool {
             .collect();
         Ok(Dumped {
             payload_type,
-            artifact_name,
             provides,
             meta_data: meta_dir.join("0000.meta-data"),
             files,

@@ -121,7 +121,6 @@ mod tests {
         fs::write(&meta_data, meta.to_string()).unwrap();
         Dumped {
             payload_type: payload_type.to_owned(),
-            artifact_name: "web-1".into(),
             provides: vec![(KEY.into(), "1".into())],
             meta_data,
             files,
