@@ -17,7 +17,8 @@
 //! arrives while the caller is handing over a payload or finishing blocks both
 //! for ever. The exit is safe only while the caller waits for the module:
 //! after `stream-next` gave a name whose stream is not open yet, or after its
-//! empty read. `dispatch` gets there with `end_of_failed_download` below.
+//! empty read. `run` gets there, after the error line, with
+//! `end_of_failed_download` below.
 
 use std::cell::Cell;
 use std::fs::{self, File};
@@ -133,11 +134,9 @@ impl Payloads {
     /// The payloads as the client streams them during `Download`.
     /// Nothing is opened until [`Payloads::next_payload`] is called, so a module may
     /// build this and still decide not to stream.
-    pub fn streamed(tree: &FileTree, with_sizes: bool) -> Payloads {
-        Payloads::streamed_with(tree, with_sizes, Rc::new(Cell::new(StreamNext::Untouched)))
-    }
-
-    pub(crate) fn streamed_with(
+    /// Made by [`crate::Download::stream`] alone, which shares `phase` with
+    /// the state's failure path.
+    pub(crate) fn streamed(
         tree: &FileTree,
         with_sizes: bool,
         phase: Rc<Cell<StreamNext>>,
@@ -250,8 +249,8 @@ impl Payloads {
 ///
 /// Nothing happens once stopped by SIGTERM, or without a `stream-next`
 /// (a state run by hand).
-pub(crate) fn end_of_failed_download(root: &Path, phase: &Cell<StreamNext>) {
-    if !phase.get().needs_one_more_read() || signal::terminated() {
+pub(crate) fn end_of_failed_download(root: &Path, phase: StreamNext) {
+    if !phase.needs_one_more_read() || signal::terminated() {
         return;
     }
     let path = root.join("stream-next");
@@ -259,11 +258,9 @@ pub(crate) fn end_of_failed_download(root: &Path, phase: &Cell<StreamNext>) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()) => {}
         _ => return,
     }
-    phase.set(match read_stream_next(root) {
-        Ok(line) if line.is_empty() => StreamNext::Ended,
-        Ok(_) => StreamNext::Named,
-        Err(_) => StreamNext::Broken,
-    });
+    // Either answer, a name or the end, leaves the client waiting for the
+    // exit alone; an error leaves nothing better to do.
+    let _ = read_stream_next(root);
 }
 
 /// Opens `stream-next`, reads it to EOF and returns what it held, without
