@@ -516,9 +516,6 @@ impl Driver {
                     match self.open_writer(&stream_next, child)? {
                         Opened::Writer(w) => {
                             let _ = write_and_close(w, b"");
-                            // It then waits for the module's exit; it does
-                            // not kill it.
-                            self.wait_for_exit(child);
                         }
                         Opened::Exited(status) => self.between_payloads(status)?,
                     }
@@ -538,14 +535,6 @@ impl Driver {
             }
         }
         Ok(Delivery::Streamed)
-    }
-
-    /// Waits up to the FIFO timeout for the module to exit by itself.
-    fn wait_for_exit(&self, child: &mut Child) {
-        let deadline = Instant::now() + self.fifo_timeout;
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(2));
-        }
     }
 
     /// The module exited while the client was between payloads.

@@ -61,11 +61,11 @@ impl Download<'_> {
     /// Start streaming. A module that never calls this, or never calls
     /// [`Payloads::next_payload`] on the result, leaves the client to store the
     /// payloads under `files/`. Once `next_payload` has been called the module must
-    /// go on until it returns `None`, or fail: [`run`] then ends the
+    /// go on until it returns `None`, or fail: [`dispatch`] then ends the
     /// download where the client waits for the module alone. A payload refused
     /// halfway should get [`Payload::discard_rest`] before the error.
     pub fn stream(&self) -> Payloads {
-        Payloads::streamed(self.tree, self.with_sizes, Rc::clone(&self.phase))
+        Payloads::streamed_with(self.tree, self.with_sizes, Rc::clone(&self.phase))
     }
 
     /// True under `DownloadWithFileSizes`: each payload's size is known.
@@ -138,15 +138,7 @@ pub trait UpdateModule {
 pub fn run(module_name: &str, module: impl UpdateModule) -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let stdout = std::io::stdout();
-    let mut failed_download = None;
-    let result = dispatch_state(module, &args, &mut stdout.lock(), &mut failed_download);
-    // The error line first: a C++ client that meets a broken pipe kills the
-    // module while it waits on stream-next.
-    let code = exit(module_name, result);
-    if let Some(failed) = failed_download {
-        failed.end();
-    }
-    code
+    exit(module_name, dispatch(module, &args, &mut stdout.lock()))
 }
 
 /// Runs `work` outside the client (a module's own subcommand, such as the
@@ -171,35 +163,11 @@ fn exit(module_name: &str, result: ModuleResult) -> ExitCode {
     }
 }
 
-/// Parses `STATE TREE`, answers a query on `out` or runs a state; a failed
-/// Download is ended as [`run`] ends it (after its error line there).
-pub fn dispatch(module: impl UpdateModule, args: &[OsString], out: &mut dyn Write) -> ModuleResult {
-    let mut failed_download = None;
-    let result = dispatch_state(module, args, out, &mut failed_download);
-    if let Some(failed) = failed_download {
-        failed.end();
-    }
-    result
-}
-
-/// A Download that failed, to be ended where the client cannot hang
-/// (`payload::end_of_failed_download`).
-struct FailedDownload {
-    root: PathBuf,
-    phase: payload::StreamNext,
-}
-
-impl FailedDownload {
-    fn end(self) {
-        payload::end_of_failed_download(&self.root, self.phase);
-    }
-}
-
-fn dispatch_state(
+/// Parses `STATE TREE`, answers a query on `out` or runs a state.
+pub fn dispatch(
     mut module: impl UpdateModule,
     args: &[OsString],
     out: &mut dyn Write,
-    failed_download: &mut Option<FailedDownload>,
 ) -> ModuleResult {
     let Some(first) = args.first() else {
         return Err(usage().into());
@@ -233,10 +201,7 @@ fn dispatch_state(
             };
             let result = module.download(&tree, download);
             if result.is_err() {
-                *failed_download = Some(FailedDownload {
-                    root: tree.root().to_owned(),
-                    phase: phase.get(),
-                });
+                payload::end_of_failed_download(tree.root(), &phase);
             }
             result
         }

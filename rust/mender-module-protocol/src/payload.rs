@@ -17,8 +17,7 @@
 //! arrives while the caller is handing over a payload or finishing blocks both
 //! for ever. The exit is safe only while the caller waits for the module:
 //! after `stream-next` gave a name whose stream is not open yet, or after its
-//! empty read. `run` gets there, after the error line, with
-//! `end_of_failed_download` below.
+//! empty read. `dispatch` gets there with `end_of_failed_download` below.
 
 use std::cell::Cell;
 use std::fs::{self, File};
@@ -134,9 +133,11 @@ impl Payloads {
     /// The payloads as the client streams them during `Download`.
     /// Nothing is opened until [`Payloads::next_payload`] is called, so a module may
     /// build this and still decide not to stream.
-    /// Made by [`crate::Download::stream`] alone, which shares `phase` with
-    /// the state's failure path.
-    pub(crate) fn streamed(
+    pub fn streamed(tree: &FileTree, with_sizes: bool) -> Payloads {
+        Payloads::streamed_with(tree, with_sizes, Rc::new(Cell::new(StreamNext::Untouched)))
+    }
+
+    pub(crate) fn streamed_with(
         tree: &FileTree,
         with_sizes: bool,
         phase: Rc<Cell<StreamNext>>,
@@ -249,8 +250,8 @@ impl Payloads {
 ///
 /// Nothing happens once stopped by SIGTERM, or without a `stream-next`
 /// (a state run by hand).
-pub(crate) fn end_of_failed_download(root: &Path, phase: StreamNext) {
-    if !phase.needs_one_more_read() || signal::terminated() {
+pub(crate) fn end_of_failed_download(root: &Path, phase: &Cell<StreamNext>) {
+    if !phase.get().needs_one_more_read() || signal::terminated() {
         return;
     }
     let path = root.join("stream-next");
@@ -258,9 +259,11 @@ pub(crate) fn end_of_failed_download(root: &Path, phase: StreamNext) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()) => {}
         _ => return,
     }
-    // Either answer, a name or the end, leaves the client waiting for the
-    // exit alone; an error leaves nothing better to do.
-    let _ = read_stream_next(root);
+    phase.set(match read_stream_next(root) {
+        Ok(line) if line.is_empty() => StreamNext::Ended,
+        Ok(_) => StreamNext::Named,
+        Err(_) => StreamNext::Broken,
+    });
 }
 
 /// Opens `stream-next`, reads it to EOF and returns what it held, without
